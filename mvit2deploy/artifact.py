@@ -1,0 +1,131 @@
+"""Artifact metadata: defined once here, written into every ONNX / ORT / Core ML file, read by predict and bench.
+
+Stored as flat string key/value pairs (ONNX `metadata_props`, Core ML `user_defined_metadata`), every key
+prefixed `mvit2deploy.`; lists and dicts are JSON-encoded.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from . import __version__
+from .errors import UserError
+
+PREFIX = "mvit2deploy."
+SCHEMA = 1
+
+
+class NotOurArtifact(UserError):
+    """A model file without mvit2deploy metadata: we cannot know its preprocessing."""
+
+
+@dataclass
+class Preprocessing:
+    """How an image becomes the `images` input. The official cvnets evaluation: RGB, /255, no mean/std."""
+
+    color: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: str = "short_side"  # "short_side" (then centre crop) or "stretch" (to the input size)
+    resize_size: int = 288  # short side target when resize == "short_side"
+    crop: str = "center"  # "center" or "none"
+    interpolation: str = "bicubic"  # PIL filter name
+
+
+@dataclass
+class ArtifactMeta:
+    model_id: str
+    task: str
+    labels: List[str]
+    input_size: Tuple[int, int]  # H, W
+    preprocessing: Preprocessing
+    precision: str = "fp32"
+    format: str = "onnx"
+    opset: Optional[int] = None
+    source_file: str = "random-init"
+    source_sha256: str = "random-init"
+    outputs: List[str] = field(default_factory=list)
+    options: Dict[str, object] = field(default_factory=dict)  # task options (seg_output, nms, thresholds ...)
+    validation: Dict[str, object] = field(default_factory=dict)
+    version: str = __version__
+    export_date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    schema: int = SCHEMA
+
+    @property
+    def random_init(self) -> bool:
+        return self.source_file == "random-init"
+
+    def to_props(self) -> Dict[str, str]:
+        out = {}
+        for key, value in asdict(self).items():
+            out[PREFIX + key] = value if isinstance(value, str) else json.dumps(value)
+        return out
+
+    @classmethod
+    def from_props(cls, props: Dict[str, str], where: str = "model") -> "ArtifactMeta":
+        if PREFIX + "model_id" not in props:
+            raise NotOurArtifact(f"{where} has no mvit2deploy metadata (was it exported by `mvit2deploy export`?): "
+                                 "its preprocessing, labels and task are unknown")
+        kw = {}
+        for f in fields(cls):
+            raw = props.get(PREFIX + f.name)
+            if raw is None:
+                continue
+            kw[f.name] = raw if f.type in ("str",) else json.loads(raw)
+        kw["input_size"] = tuple(kw["input_size"])
+        pre = kw["preprocessing"]
+        pre.update(mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+        kw["preprocessing"] = Preprocessing(**pre)
+        return cls(**kw)
+
+
+def default_preprocessing(entry, input_size: Tuple[int, int]) -> Preprocessing:
+    """Evaluation preprocessing of a zoo entry at a chosen input size."""
+    if entry.task == "classification":
+        # 256 models: short side 288 then crop 256 (ratio 0.888); 384 models: 384 -> 384.
+        ratio = entry.resize_size / entry.input_size
+        return Preprocessing(resize="short_side", resize_size=int(round(min(input_size) * ratio)),
+                             crop="center", interpolation="bicubic")
+    return Preprocessing(resize="stretch", resize_size=max(input_size), crop="none", interpolation="bilinear")
+
+
+def read_onnx_meta(path: str | Path) -> ArtifactMeta:
+    """Metadata of an `.onnx` file (reads only the model proto header, not the session)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    return ArtifactMeta.from_props({p.key: p.value for p in model.metadata_props}, where=str(path))
+
+
+def read_ort_meta(path: str | Path) -> ArtifactMeta:
+    """Metadata of an `.ort` (or `.onnx`) file through an ONNX Runtime session's custom metadata map."""
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise UserError(f"{path}: ONNX Runtime cannot open it ({str(exc).splitlines()[0][:200]})") from None
+    return ArtifactMeta.from_props(sess.get_modelmeta().custom_metadata_map, where=str(path))
+
+
+def read_meta(path: str | Path) -> ArtifactMeta:
+    """Metadata of any artifact: .onnx, .ort, .mlpackage."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model file not found: {path}")
+    if path.suffix == ".onnx":
+        return read_onnx_meta(path)
+    if path.suffix == ".ort":
+        return read_ort_meta(path)
+    if path.suffix in (".mlpackage", ".mlmodel"):
+        from .export.coreml import read_coreml_meta
+
+        return read_coreml_meta(path)
+    raise UserError(f"{path}: unsupported artifact type {path.suffix!r} (expected .onnx, .ort or .mlpackage)")

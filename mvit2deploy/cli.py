@@ -1,2 +1,0 @@
-def main():
-    print("0.1.0")

@@ -1,0 +1,55 @@
+"""The `mvit2deploy` command: a thin Typer layer over the library.
+
+Each sub-command lives in its own module and registers itself on `app`. Exit codes:
+0 ok, 1 some inputs failed, 2 usage or environment error (one readable line, no traceback).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from .. import __version__
+from ._common import console, err_console, run_guarded  # noqa: F401
+
+app = typer.Typer(
+    name="mvit2deploy",
+    help="MobileViTv2 from PyTorch to deployment: export (ONNX, ORT, Core ML), predict, bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Sub-command modules; each defines `register(app)`.
+COMMANDS = ["export", "predict", "bench", "weights", "explain"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mvit2deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """MobileViTv2 deployment tool."""
+
+
+for _name in COMMANDS:
+    try:
+        _mod = importlib.import_module(f".{_name}", __name__)
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != f"{__name__}.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]")
+        sys.exit(130)

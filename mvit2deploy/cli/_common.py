@@ -1,0 +1,40 @@
+"""Shared CLI helpers: consoles, and turning library errors into one line + exit code."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run_guarded(fn: Callable) -> Callable:
+    """Decorator for commands: UserError (and OSError on user paths) -> one line, its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except OSError as exc:
+            raise fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 2) from None
+
+    return wrapper
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,7 @@
+"""Errors a user can cause or fix. The CLI prints them as one line and exits with `exit_code`."""
+
+
+class UserError(Exception):
+    """Bad input, bad option or unusable environment: one readable line, exit code 2."""
+
+    exit_code = 2

@@ -1,0 +1,109 @@
+"""Image decoding and preprocessing, shared by predict, export validation and int8 calibration.
+
+Every image becomes RGB the same way: EXIF orientation applied; first frame of animations; palette and
+alpha images composited on white; 16/32-bit integer images scaled to 8 bits; CMYK/greyscale converted.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .artifact import Preprocessing
+from .errors import UserError
+
+MIN_SIDE = 8  # smaller images carry no usable content at these model sizes
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class BadImage(UserError):
+    """An input image that cannot be used (one line naming the file and the reason)."""
+
+    exit_code = 1
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() <= 65535 else float(arr.max())
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode one image file to RGB, or raise BadImage with the reason."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage(f"{path}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)
+                img = ImageOps.exif_transpose(img) or img
+                img.load()
+                rgb = _to_rgb(img)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"{path}: refused, larger than Pillow's decompression-bomb limit ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage(f"{path}: not an image (unrecognised format)") from None
+    except PermissionError:
+        raise BadImage(f"{path}: permission denied") from None
+    except FileNotFoundError:
+        raise BadImage(f"{path}: file not found") from None
+    except OSError as exc:
+        raise BadImage(f"{path}: cannot decode ({exc})") from None
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise BadImage(f"{path}: corrupt image ({exc})") from None
+    if min(rgb.size) < MIN_SIDE:
+        raise BadImage(f"{path}: image too small ({rgb.size[0]}x{rgb.size[1]}, minimum {MIN_SIDE} px a side)")
+    return rgb
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the network input sits in the original image, to map results back."""
+
+    orig_size: Tuple[int, int]  # W, H of the decoded image
+    crop_box: Tuple[float, float, float, float]  # x0, y0, x1, y1 in original pixels covered by the input
+
+
+def preprocess(img: Image.Image, pre: Preprocessing, input_size: Tuple[int, int]) -> Tuple[np.ndarray, Placement]:
+    """RGB PIL image -> float32 [3, H, W] exactly as the artifact metadata says."""
+    h, w = input_size
+    resample = getattr(Image.Resampling, pre.interpolation.upper())
+    ow, oh = img.size
+    if pre.resize == "short_side":
+        short = pre.resize_size
+        if ow <= oh:
+            nw, nh = short, int(short * oh / ow)
+        else:
+            nw, nh = int(short * ow / oh), short
+        img = img.resize((nw, nh), resample)
+        top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
+        if pre.crop == "center":
+            img = img.crop((left, top, left + w, top + h))
+        sx, sy = ow / nw, oh / nh
+        box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+    else:
+        img = img.resize((w, h), resample)
+        box = (0.0, 0.0, float(ow), float(oh))
+    arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) * np.float32(pre.scale)
+    if any(pre.mean) or any(s != 1.0 for s in pre.std):
+        arr = (arr - np.asarray(pre.mean, np.float32)[:, None, None]) / np.asarray(pre.std, np.float32)[:, None, None]
+    return np.ascontiguousarray(arr), Placement((ow, oh), box)
