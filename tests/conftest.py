@@ -1,0 +1,71 @@
+"""Shared fixtures: official reference vectors (tests/data, from Apple's ml-cvnets) and filled checkpoints."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(DATA))
+from fill import fill_state_dict  # noqa: E402  (the reference filling rule, copied verbatim)
+
+torch.set_num_threads(2)
+
+# reference stem -> zoo id with the same architecture
+REFERENCE_MODELS = {
+    "cls_mobilevitv2_w0.5": "mobilevitv2-0.5",
+    "seg_ade20k_deeplabv3_mobilevitv2_w0.5": "deeplabv3-mobilevitv2-0.5-ade20k",
+    "seg_voc_pspnet_mobilevitv2_w0.5": "pspnet-mobilevitv2-0.5-voc",
+    "det_coco_ssdlite_mobilevitv2_w0.5": "ssdlite-mobilevitv2-0.5-coco",
+}
+
+
+def reference_keys(stem: str) -> List[Tuple[str, List[int]]]:
+    pairs = []
+    for line in (DATA / f"{stem}_keys.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape = line.split("\t")[:2]
+        pairs.append((key, [int(s) for s in shape.split(",") if s]))
+    return pairs
+
+
+def reference_trailer(stem: str) -> Dict[str, int]:
+    out = {}
+    for line in (DATA / f"{stem}_keys.txt").read_text().splitlines():
+        if line.startswith("# ") and ":" in line and line.split(":")[-1].strip().isdigit():
+            out[line[2:].split(":")[0].split(" ")[0]] = int(line.split(":")[-1])
+    return out
+
+
+def reference_state_dict(stem: str) -> Dict[str, torch.Tensor]:
+    return fill_state_dict(reference_keys(stem))
+
+
+def reference_vectors(stem: str):
+    return np.load(DATA / f"{stem}.npz", allow_pickle=False)
+
+
+def reference_input(stem: str) -> torch.Tensor:
+    z = reference_vectors(stem)
+    g = torch.Generator().manual_seed(int(z["input_seed"]))
+    x = torch.rand(*[int(s) for s in z["input_shape"]], generator=g)
+    assert abs(float(x.sum()) - float(z["input_sum"])) < 0.05
+    assert np.allclose(x.flatten()[:8].numpy(), z["input_first8"])
+    return x
+
+
+@pytest.fixture(scope="session")
+def filled_checkpoints(tmp_path_factory) -> Dict[str, Path]:
+    """Official-layout .pt files rebuilt from the reference key lists by the documented filling rule."""
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for stem in REFERENCE_MODELS:
+        path = root / f"{stem}.pt"
+        torch.save(reference_state_dict(stem), path)
+        out[stem] = path
+    return out
