@@ -2,17 +2,31 @@
 
 Cache folder: $MVIT2DEPLOY_HOME, else `weights/cache/` in the project. `weights.lock.json` beside
 the files records each file's sha256 on first download/import and is checked on every use.
+Downloads use only urllib (no extra dependency); checkpoints are only read through `read_state_dict`
+(weights_only pickles / safetensors), so no file can run code.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple, Union
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
+
+import torch
 
 from .errors import UserError
-from .models.zoo import ZOO_FILE, get_entry
+from .models.checkpoint import CheckpointError, load_into, read_state_dict
+from .models.zoo import ZOO_FILE, build_model, get_entry, list_models
+from .models.zoo import base_url as zoo_base_url
 
 
 class WeightsError(UserError, RuntimeError):
@@ -71,3 +85,236 @@ def require_cached(model_id: str) -> Path:
         raise WeightsError(f"{p} does not match its recorded sha256: refusing it "
                            f"(remove it and pull again, or `mvit2deploy weights verify`)")
     return p
+
+
+# ---- pull / import / verify ---------------------------------------------------------------------
+
+CHUNK = 1 << 16  # 64 KiB reads: small enough for a smooth progress bar, large enough to be cheap
+DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds; the read timeout is per read, not per file
+DEFAULT_RETRIES = 3
+BACKOFF_S = 1.0  # retry n waits BACKOFF_S * 2**n (capped at 8x); a retry after progress does not wait
+USER_AGENT = "mvit2deploy (+urllib)"
+
+Progress = Callable[[int, Optional[int]], None]  # (bytes so far, total bytes or None)
+
+
+class OfflineError(WeightsError):
+    """The server could not be reached at all (DNS, refused, timeout): nothing to retry."""
+
+
+class _Retryable(Exception):
+    """A transfer that failed after reaching the server: worth another (resumed) attempt."""
+
+
+def resolve_base_url(base_url: Optional[str] = None) -> str:
+    return base_url or os.environ.get("MVIT2DEPLOY_BASE_URL") or zoo_base_url()
+
+
+def model_url(model_id: str, base_url: Optional[str] = None) -> str:
+    return resolve_base_url(base_url).rstrip("/") + "/" + get_entry(model_id).url.lstrip("/")
+
+
+def part_file(model_id: str) -> Path:
+    return cache_file(model_id).with_name(f"{model_id}.pt.part")
+
+
+def _record(model_id: str, path: Path, url: Optional[str], source: str) -> str:
+    digest = sha256(path)
+    lock = read_lock()
+    lock[model_id] = {"sha256": digest, "size": path.stat().st_size, "url": url, "source": source,
+                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_lock(lock)
+    return digest
+
+
+def check_loads(path: Path, model_id: str) -> str:
+    """Strictly load `path` into a fresh model of `model_id`; returns the layout. Raises CheckpointError."""
+    model = build_model(get_entry(model_id))
+    return load_into(model, read_state_dict(path), name=model_id, source=path.name)
+
+
+def _timeouts(timeout: Union[float, Tuple[float, float]]) -> Tuple[float, float]:
+    return (float(timeout), float(timeout)) if isinstance(timeout, (int, float)) else tuple(map(float, timeout))
+
+
+def _set_read_timeout(resp, seconds: float) -> None:
+    # urllib has one timeout for connect and reads; reach the socket to give reads their own.
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _content_range_start(value: Optional[str]) -> Optional[int]:
+    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _attempt(url: str, part: Path, timeouts: Tuple[float, float], validator: Dict[str, str],
+             progress: Optional[Progress]) -> bool:
+    """One HTTP request appending to `part`. True when complete; raises _Retryable on a cut transfer."""
+    have = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        if validator.get("v"):  # same-process resume: only splice onto the same version of the file
+            headers["If-Range"] = validator["v"]
+    with urlopen(Request(url, headers=headers), timeout=timeouts[0]) as resp:
+        _set_read_timeout(resp, timeouts[1])
+        length = resp.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        if resp.status == 206:
+            if not have or _content_range_start(resp.headers.get("Content-Range")) != have:
+                part.unlink(missing_ok=True)  # a range we did not ask for: never splice it in
+                raise _Retryable("server sent an unexpected byte range; restarting")
+            mode, done = "ab", have
+        else:  # fresh start, or the server ignored Range (plain 200): restart cleanly
+            mode, done = "wb", 0
+        total = done + length if length is not None else None
+        validator["v"] = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
+        if progress:
+            progress(done, total)
+        with open(part, mode) as f:
+            try:
+                while True:
+                    block = resp.read(CHUNK)
+                    if not block:
+                        break
+                    f.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                raise _Retryable(f"transfer interrupted at {done} bytes ({exc or type(exc).__name__})") from None
+    if total is not None and done < total:
+        raise _Retryable(f"transfer cut at {done} of {total} bytes")
+    return True
+
+
+def _download(model_id: str, url: str, part: Path, timeout, retries: int, progress: Optional[Progress]) -> None:
+    """Fetch `url` into `part`, resuming with Range after a cut. Retries only once the server has answered:
+    an unreachable server is reported at once (offline use must fail fast, not after minutes of backoff)."""
+    timeouts = _timeouts(timeout)
+    hint = f"download it elsewhere and run `mvit2deploy weights import FILE --as {model_id}`"
+    reached, validator = False, {}
+    for attempt in range(retries + 1):
+        before = part.stat().st_size if part.is_file() else 0
+        try:
+            _attempt(url, part, timeouts, validator, progress)
+            return
+        except HTTPError as exc:
+            reached = True
+            if exc.code == 416 and before:  # our partial file is not a prefix of theirs: start over
+                part.unlink(missing_ok=True)
+                why = "range not satisfiable, restarting"
+            elif exc.code == 429 or exc.code >= 500:
+                why = f"HTTP {exc.code} {exc.reason}"
+            else:
+                raise WeightsError(f"cannot download {model_id}: HTTP {exc.code} {exc.reason} for {url} "
+                                   f"(check --base-url / MVIT2DEPLOY_BASE_URL), or {hint}") from None
+        except (URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+            if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
+                reason = f"timed out after {timeouts[0]:g} s"
+            if not reached:
+                raise OfflineError(f"cannot download {model_id}: {url} unreachable ({reason}); "
+                                   f"offline? {hint}") from None
+            why = str(reason)
+        except _Retryable as exc:
+            reached, why = True, str(exc)
+        if attempt == retries:
+            kept = f"; the partial file {part.name} is kept, pull again to resume" if part.is_file() else ""
+            raise WeightsError(f"cannot download {model_id}: {why} (gave up after {retries + 1} attempts){kept}")
+        progressed = part.is_file() and part.stat().st_size > before
+        time.sleep(0 if progressed else BACKOFF_S * min(2 ** attempt, 8))
+
+
+def pull(model_id: str, base_url: Optional[str] = None, timeout=DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+         progress: Optional[Progress] = None, force: bool = False) -> Path:
+    """Download the official checkpoint of `model_id` into the cache and return its path.
+
+    Already cached (and matching the lock): returned as is, unless `force`, which discards it first.
+    The file is written to `<id>.pt.part` (kept across failures for resume), checked to load strictly
+    and against the lock's recorded sha256, and only then renamed into place.
+    """
+    target, part = cache_file(model_id), part_file(model_id)
+    if force:  # "download again from scratch"; the lock's recorded hash still applies
+        target.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+    elif target.is_file():
+        return require_cached(model_id)
+    url = model_url(model_id, base_url)
+    home().mkdir(parents=True, exist_ok=True)
+    _download(model_id, url, part, timeout, retries, progress)
+    try:
+        check_loads(part, model_id)
+    except CheckpointError as exc:
+        part.unlink(missing_ok=True)
+        raise WeightsError(f"downloaded file for {model_id} does not load, removed: {exc}") from None
+    rec = read_lock().get(model_id)
+    digest = sha256(part)
+    if rec and rec.get("source") == "download" and rec.get("sha256") != digest:
+        part.unlink(missing_ok=True)
+        raise WeightsError(f"downloaded {model_id} has sha256 {digest[:12]}..., the lock recorded "
+                           f"{rec['sha256'][:12]}...: refused and removed (if the upstream file really "
+                           f"changed, delete its entry in {lock_path()} and pull again)")
+    os.replace(part, target)
+    if not rec or rec.get("sha256") != digest:
+        _record(model_id, target, url, "download")
+    return target
+
+
+def import_file(path: Union[str, Path], model_id: str, force: bool = False) -> Path:
+    """Store a local checkpoint (any supported layout) as the cached official-layout file of `model_id`."""
+    path = Path(path)
+    target = cache_file(model_id)
+    if target.is_file() and not force:
+        raise WeightsError(f"{model_id} is already cached ({target}); pass --force to replace it")
+    model = build_model(get_entry(model_id))
+    try:
+        layout = load_into(model, read_state_dict(path), name=model_id, source=path.name)
+    except CheckpointError as exc:
+        raise WeightsError(f"cannot import {path.name} as {model_id}: {exc}") from None
+    # Save the loaded module's state_dict: every official key, so later loads are plain strict official
+    # loads (layouts that lack training-only keys, e.g. HF's aux head, keep the fresh init for those).
+    home().mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{model_id}.", suffix=".import", dir=home())
+    os.close(fd)
+    try:
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _record(model_id, target, None, f"{path.name} ({layout})")
+    return target
+
+
+@dataclass
+class VerifyResult:
+    model_id: str
+    ok: bool
+    detail: str
+    sha256: Optional[str] = None
+
+
+def verify(model_id: str) -> VerifyResult:
+    """Recheck a cached file: its sha256 against the lock, then a strict load into its architecture."""
+    p = cached(model_id)
+    if p is None:
+        return VerifyResult(model_id, False, "not cached")
+    digest = sha256(p)
+    rec = read_lock().get(model_id)
+    if rec is None:
+        note = "no lock record; "
+    elif rec.get("sha256") != digest:
+        return VerifyResult(model_id, False, f"sha256 mismatch (lock {rec.get('sha256', '?')[:12]}...)", digest)
+    else:
+        note = ""
+    try:
+        layout = check_loads(p, model_id)
+    except CheckpointError as exc:
+        return VerifyResult(model_id, False, f"{note}does not load: {exc}", digest)
+    return VerifyResult(model_id, True, f"{note}hash ok, loads strictly ({layout} layout)", digest)
+
+
+def cached_ids() -> List[str]:
+    return [e.id for e in list_models() if cached(e.id)]

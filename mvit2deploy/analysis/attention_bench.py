@@ -1,0 +1,218 @@
+"""Latency of ONE attention layer vs the number of tokens: MHSA, Linformer, MobileViTv2 separable attention.
+
+Every layer: batch 1, fp32, the same embedding size d, input `[1, N, d]` (separable: `[1, d, 1, N]`).
+- MHSA: qkv projection (d -> 3d), `heads` heads, softmax(Q K^T / sqrt(d/heads)) V, out projection (d -> d).
+  The N x N score matrix is materialised per head, as in any plain implementation.
+- Linformer: as MHSA, but K and V are first projected along the token axis from N to k (one learned k x N
+  matrix each, shared by the heads), so the score matrix is N x k.
+- Separable: `LinearSelfAttention` from the MobileViTv2 model (P = 1 pixel per patch, N patches).
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..models.mobilevitv2 import LinearSelfAttention
+
+METHODS = ("mhsa", "linformer", "separable")
+RUNTIMES = ("torch", "onnxruntime")
+HEADS = 4
+MAX_ATTN_MB = 2048.0  # MHSA rows whose score matrices (all heads) would exceed this are skipped, not run
+
+
+class MHSA(nn.Module):
+    def __init__(self, dim: int, heads: int = HEADS, linformer_k: Optional[int] = None, tokens: int = 0):
+        super().__init__()
+        self.heads, self.dh = heads, dim // heads
+        self.scale = 1.0 / math.sqrt(self.dh)  # a Python constant, so the ONNX trace keeps no shape arithmetic
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        # Linformer: E, F project keys/values along the tokens (N -> k); a fixed N is inherent to the method.
+        self.proj_k = nn.Linear(tokens, linformer_k, bias=False) if linformer_k else None
+        self.proj_v = nn.Linear(tokens, linformer_k, bias=False) if linformer_k else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if self.proj_k is not None:
+            k = self.proj_k(k.transpose(1, 2)).transpose(1, 2)  # [B, k, d]
+            v = self.proj_v(v.transpose(1, 2)).transpose(1, 2)
+        dh = self.dh
+        q = q.reshape(b, n, self.heads, dh).transpose(1, 2) * self.scale  # scale Q (N x dh), not the N x N scores
+        k = k.reshape(b, -1, self.heads, dh).transpose(1, 2)
+        v = v.reshape(b, -1, self.heads, dh).transpose(1, 2)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return self.out((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+@dataclass
+class BenchRow:
+    method: str
+    runtime: str
+    tokens: int
+    dim: int
+    threads: int
+    median_ms: Optional[float]
+    p90_ms: Optional[float]
+    attn_matrix_mb: float  # computed: bytes of the largest attention tensor (all heads), not measured
+    peak_rss_delta_mb: Optional[float]  # measured: VmHWM after the runs minus VmRSS before (Linux only)
+    status: str = "ok"  # "ok" or "skipped: memory"
+
+
+@dataclass
+class BenchResult:
+    rows: List[BenchRow]
+    slopes: Dict[str, Optional[float]]  # "method/runtime" -> fitted log-log slope
+
+
+def attn_matrix_mb(method: str, tokens: int, linformer_k: int) -> float:
+    if method == "mhsa":
+        elems = HEADS * tokens * tokens
+    elif method == "linformer":
+        elems = HEADS * tokens * min(linformer_k, tokens)
+    else:
+        elems = tokens  # context scores [1, 1, 1, N]
+    return elems * 4 / 2**20
+
+
+def make_layer(method: str, dim: int, tokens: int, linformer_k: int) -> nn.Module:
+    torch.manual_seed(0)
+    if method == "mhsa":
+        layer = MHSA(dim)
+    elif method == "linformer":
+        layer = MHSA(dim, linformer_k=min(linformer_k, tokens), tokens=tokens)
+    else:
+        layer = LinearSelfAttention(dim)
+    return layer.eval()
+
+
+def make_input(method: str, dim: int, tokens: int) -> torch.Tensor:
+    shape = (1, dim, 1, tokens) if method == "separable" else (1, tokens, dim)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+
+
+def fit_slope(tokens: Sequence[int], times: Sequence[float]) -> Optional[float]:
+    """Least-squares slope of log(latency) on log(tokens); None with fewer than two points."""
+    if len(tokens) < 2:
+        return None
+    return float(np.polyfit(np.log(np.asarray(tokens, float)), np.log(np.asarray(times, float)), 1)[0])
+
+
+def _status_kb(key: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:  # Linux >= 4.0: writing 5 resets VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _time(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _torch_runner(layer: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def run():
+        with torch.inference_mode():
+            return layer(x)
+    return run
+
+
+def _ort_runner(layer: nn.Module, x: torch.Tensor, threads: int, tmp: str) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    path = os.path.join(tmp, f"{type(layer).__name__}-{x.numel()}.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices; it is chosen on purpose
+        torch.onnx.export(layer, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {"x": x.numpy()}
+    return lambda: sess.run(None, feed)
+
+
+def run_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 16384),
+              runtimes: Sequence[str] = RUNTIMES, methods: Sequence[str] = METHODS, threads: int = 1,
+              warmup: int = 3, runs: int = 20, linformer_k: int = 256, max_attn_mb: float = MAX_ATTN_MB,
+              progress: Optional[Callable[[BenchRow], None]] = None) -> BenchResult:
+    tokens = sorted(set(int(t) for t in tokens))
+    bad = [t for t in tokens if t < 1] + ([dim] if dim < HEADS or dim % HEADS else [])
+    if bad or runs < 1 or warmup < 0 or threads < 1 or linformer_k < 1:
+        raise UserError(f"invalid benchmark settings: tokens >= 1, dim a multiple of {HEADS}, runs >= 1, "
+                        f"threads >= 1, linformer-k >= 1 (got dim={dim}, tokens={tokens}, runs={runs})")
+    for name, given, known in (("runtime", runtimes, RUNTIMES), ("method", methods, METHODS)):
+        unknown = [r for r in given if r not in known]
+        if unknown:
+            raise UserError(f"unknown {name} {', '.join(unknown)} (choose from {', '.join(known)})")
+    rows: List[BenchRow] = []
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mvit2deploy-attn-") as tmp:
+            for runtime in runtimes:
+                for method in methods:
+                    for n in tokens:
+                        row = _one(method, runtime, n, dim, threads, warmup, runs, linformer_k, max_attn_mb, tmp)
+                        rows.append(row)
+                        if progress:
+                            progress(row)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return BenchResult(rows, slopes(rows))
+
+
+def _one(method, runtime, n, dim, threads, warmup, runs, linformer_k, max_attn_mb, tmp) -> BenchRow:
+    mb = attn_matrix_mb(method, n, linformer_k)
+    row = BenchRow(method, runtime, n, dim, threads, None, None, round(mb, 3), None)
+    if mb > max_attn_mb:
+        row.status = "skipped: memory"
+        return row
+    layer, x = make_layer(method, dim, n, linformer_k), make_input(method, dim, n)
+    fn = _torch_runner(layer, x) if runtime == "torch" else _ort_runner(layer, x, threads, tmp)
+    rss0 = _status_kb("VmRSS") if _reset_peak_rss() else None
+    times = _time(fn, warmup, runs)
+    hwm = _status_kb("VmHWM")
+    row.median_ms = statistics.median(times)
+    row.p90_ms = float(np.percentile(times, 90))
+    if rss0 is not None and hwm is not None:
+        row.peak_rss_delta_mb = round(max(hwm - rss0, 0) / 1024, 1)
+    return row
+
+
+def slopes(rows: Sequence[BenchRow]) -> Dict[str, Optional[float]]:
+    out: Dict[str, Optional[float]] = {}
+    for key in dict.fromkeys(f"{r.method}/{r.runtime}" for r in rows):
+        pts = [(r.tokens, r.median_ms) for r in rows if f"{r.method}/{r.runtime}" == key and r.median_ms]
+        out[key] = fit_slope([p[0] for p in pts], [p[1] for p in pts])
+    return out

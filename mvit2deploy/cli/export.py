@@ -1,0 +1,118 @@
+"""`mvit2deploy export`: a thin layer over `mvit2deploy.export.export`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UserError
+from ..export import ExportOptions, ValidationFailed, export
+from ._common import console, err_console, run_guarded
+
+STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
+         "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
+         "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
+         "write": "writing"}
+
+
+def parse_size(value: Optional[str]):
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.lower().replace("×", "x").split("x")]
+    except ValueError:
+        raise UserError(f"--image-size {value!r}: expected N or HxW, e.g. 256 or 320x480") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise UserError(f"--image-size {value!r}: expected N or HxW")
+
+
+def parse_batch(value: str) -> Optional[int]:
+    if value == "dynamic":
+        return None
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise UserError(f"--batch {value!r}: expected 'dynamic' or a positive integer")
+
+
+def report_table(report) -> Table:
+    table = Table(title="validation against PyTorch", title_justify="left")
+    for col in ("check", "value", "threshold", ""):
+        table.add_column(col)
+    for c in report.checks:
+        thr = f"{c.op} {c.threshold:g}" if c.threshold is not None else "(reported)"
+        mark = "[green]ok[/green]" if c.ok else "[red]FAIL[/red]"
+        table.add_row(c.name, f"{c.value:.6g}", thr, mark if c.threshold is not None else "")
+    return table
+
+
+@run_guarded
+def export_cmd(
+    model_id: str = typer.Argument(..., help="Zoo id, e.g. mobilevitv2-1.0 (see `mvit2deploy weights list`)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint file (official, timm, Hugging Face, safetensors)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Random weights if none are found (latency work)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default exports/<id>-<precision>.<ext>)."),
+    image_size: Optional[str] = typer.Option(None, help="N or HxW (default: the model's evaluation size)."),
+    batch: str = typer.Option("dynamic", help="'dynamic' or a fixed batch size."),
+    opset: int = typer.Option(18, help="ONNX opset (17 or newer)."),
+    precision: Optional[str] = typer.Option(None, help="fp32, fp16 or int8 (default fp32; Core ML: fp16)."),
+    calibration: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration."),
+    format: str = typer.Option("onnx", "--format", help="onnx, ort or coreml."),
+    no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep the artifact even if validation fails."),
+    seg_output: str = typer.Option("mask", help="Segmentation output: mask (class indices) or logits."),
+    no_nms: bool = typer.Option(False, "--no-nms", help="Detection: raw decoded boxes and scores, no NMS."),
+    score_threshold: float = typer.Option(0.3, help="Detection score threshold."),
+    iou_threshold: float = typer.Option(0.5, help="Detection NMS IoU threshold."),
+    max_detections: int = typer.Option(200, help="Detection: most boxes per image."),
+    compress: Optional[str] = typer.Option(None, help="Core ML: int8, palettize4 or palettize8."),
+    deployment_target: str = typer.Option("iOS15", help="Core ML: iOS15, iOS16 or iOS17."),
+    compute_units: str = typer.Option("all", help="Core ML: all, cpu, cpu_and_gpu or cpu_and_ne."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
+    opts = ExportOptions(
+        model_id=model_id, weights=weights, random_init=random_init, output=output, image_size=parse_size(image_size),
+        batch=parse_batch(batch), opset=opset, precision=precision or ("fp16" if format == "coreml" else "fp32"),
+        calibration=calibration, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
+        seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections, compress=compress, deployment_target=deployment_target,
+        compute_units=compute_units)
+    status = err_console.status("starting")
+    with status:
+        try:
+            result = export(opts, step=lambda s: status.update(f"{model_id}: {STEPS.get(s, s)}"))
+        except ValidationFailed as exc:
+            if getattr(exc, "report", None) is not None:
+                err_console.print(report_table(exc.report))
+            raise
+    for note in result.warnings:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+    if result.meta.random_init:
+        err_console.print("[yellow]note:[/yellow] random weights (--random-init): fine for latency, meaningless predictions")
+    if as_json:
+        console.print_json(json.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
+                                       "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
+                                       "validation": result.report.to_dict(), "warnings": result.warnings}))
+        return
+    console.print(report_table(result.report))
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("artifact", str(result.path))
+    for extra in result.extra_files:
+        summary.add_row("", str(extra))
+    summary.add_row("size", f"{result.size_bytes / 1e6:.2f} MB")
+    summary.add_row("time", f"{result.seconds:.1f} s")
+    summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
+                            f"{result.meta.precision}")
+    console.print(summary)
+    console.print(f"next: [bold]mvit2deploy predict IMAGE --model {result.path}[/bold]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

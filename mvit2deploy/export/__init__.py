@@ -1,0 +1,172 @@
+"""nn.Module -> artifact: one exporter (torch -> ONNX), one optimizer step, then a precision/format.
+
+`export(ExportOptions(...))` runs: load weights -> build the task graph -> ONNX -> simplify -> precision
+-> metadata -> validate against PyTorch -> write atomically (and convert to .ort / Core ML on request).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import onnx
+import torch
+
+from ..artifact import ArtifactMeta, default_preprocessing
+from ..errors import UserError
+from ..models import get_entry, load_model
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ("onnx", "ort", "coreml")
+DEFAULT_DIR = Path("exports")
+
+
+class ValidationFailed(UserError):
+    exit_code = 1
+
+
+@dataclass
+class ExportOptions:
+    model_id: str
+    weights: Optional[Path] = None  # a checkpoint file; None: the cached official one
+    random_init: bool = False  # allow random weights when no checkpoint is found
+    output: Optional[Path] = None
+    image_size: Optional[Tuple[int, int]] = None  # H, W; default: the zoo's evaluation size
+    batch: Optional[int] = None  # None: dynamic
+    opset: int = 18
+    precision: str = "fp32"
+    calibration: Optional[Path] = None
+    format: str = "onnx"
+    simplify: bool = True
+    force: bool = False
+    keep_failed: bool = False
+    seg_output: str = "mask"
+    nms: bool = True
+    score_threshold: float = 0.3
+    iou_threshold: float = 0.5
+    max_detections: int = 200
+    # Core ML only
+    compress: Optional[str] = None
+    deployment_target: str = "iOS15"
+    compute_units: str = "all"
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    meta: ArtifactMeta
+    report: object  # ValidationReport, or the Core ML spec-check report
+    size_bytes: int
+    seconds: float
+    extra_files: List[Path] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+
+def default_output(opts: ExportOptions, size: Tuple[int, int]) -> Path:
+    entry = get_entry(opts.model_id)
+    tag = "" if size == (entry.input_size, entry.input_size) else f"-{size[0]}x{size[1]}"
+    suffix = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage"}[opts.format]
+    return DEFAULT_DIR / f"{opts.model_id}{tag}-{opts.precision}{suffix}"
+
+
+def resolve_weights(opts: ExportOptions) -> Optional[Path]:
+    """--weights, else the cached official file, else a pull; None only with --random-init."""
+    from .. import hub
+
+    if opts.weights is not None:
+        return Path(opts.weights)
+    cached = hub.cached(opts.model_id)
+    if cached is not None:
+        return hub.require_cached(opts.model_id)
+    if opts.random_init:
+        return None
+    pull = getattr(hub, "pull", None)
+    if pull is not None:
+        try:
+            return pull(opts.model_id, timeout=5, retries=0)
+        except UserError:
+            pass
+    raise UserError(f"no weights for {opts.model_id}: pass --weights FILE, or run `mvit2deploy weights pull "
+                    f"{opts.model_id}` (needs internet) or `mvit2deploy weights import FILE --as {opts.model_id}`; "
+                    "--random-init exports random weights (for latency work only)")
+
+
+def check_options(opts: ExportOptions) -> None:
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"unsupported precision {opts.precision!r} (choose from {', '.join(PRECISIONS)})")
+    if opts.format not in FORMATS:
+        raise UserError(f"unsupported format {opts.format!r} (choose from {', '.join(FORMATS)})")
+    if opts.seg_output not in ("mask", "logits"):
+        raise UserError(f"--seg-output must be mask or logits, not {opts.seg_output!r}")
+    if opts.batch is not None and opts.batch < 1:
+        raise UserError("--batch must be 'dynamic' or a positive integer")
+    if opts.image_size and (min(opts.image_size) < 32 or max(opts.image_size) > 2048):
+        raise UserError(f"--image-size {opts.image_size[0]}x{opts.image_size[1]} is out of range (32..2048)")
+    if opts.calibration is not None and opts.precision != "int8":
+        raise UserError("--calibration only applies to --precision int8")
+    if not 0 <= opts.score_threshold < 1 or not 0 < opts.iou_threshold <= 1 or opts.max_detections < 1:
+        raise UserError("detection thresholds out of range")
+
+
+def build_meta(opts: ExportOptions, size: Tuple[int, int], weights: Optional[Path], outputs) -> ArtifactMeta:
+    from ..hub import sha256
+
+    entry = get_entry(opts.model_id)
+    options = {"batch": opts.batch or "dynamic"}
+    if entry.task == "segmentation":
+        options["seg_output"] = opts.seg_output
+    if entry.task == "detection":
+        options.update(nms=opts.nms, score_threshold=opts.score_threshold, iou_threshold=opts.iou_threshold,
+                       max_detections=opts.max_detections, top_k_per_class=400)
+    return ArtifactMeta(
+        model_id=opts.model_id, task=entry.task, labels=entry.label_names, input_size=tuple(size),
+        preprocessing=default_preprocessing(entry, size), precision=opts.precision, format=opts.format,
+        opset=opts.opset if opts.format != "coreml" else None,
+        source_file=weights.name if weights else "random-init",
+        source_sha256=sha256(weights) if weights else "random-init",
+        outputs=list(outputs), options=options)
+
+
+def atomic_move(src: Path, dst: Path, force: bool) -> None:
+    """Rename into place; a directory (.mlpackage) is swapped whole."""
+    import shutil
+
+    if dst.exists() and not force:
+        raise UserError(f"{dst} exists: use --force to overwrite")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        staging = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
+        shutil.move(str(src), staging / "x")
+        if dst.exists():
+            old = staging / "old"
+            os.replace(dst, old)
+        os.replace(staging / "x", dst)
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+
+def export(opts: ExportOptions, step: Callable[[str], None] = lambda s: None) -> ExportResult:
+    """Run the whole export; `step(name)` is called as each stage starts (for progress displays)."""
+    check_options(opts)
+    entry = get_entry(opts.model_id)
+    size = tuple(opts.image_size or (entry.input_size, entry.input_size))
+    out_path = Path(opts.output) if opts.output else default_output(opts, size)
+    if out_path.exists() and not opts.force:
+        raise UserError(f"{out_path} exists: use --force to overwrite")
+    t0 = time.perf_counter()
+    step("load")
+    weights = resolve_weights(opts)
+    model = load_model(opts.model_id, weights)
+    if opts.format == "coreml":
+        from .coreml import export_coreml
+
+        return export_coreml(opts, model, size, weights, out_path, step, t0)
+    from .onnx_pipeline import export_onnx_artifact
+
+    return export_onnx_artifact(opts, model, size, weights, out_path, step, t0)

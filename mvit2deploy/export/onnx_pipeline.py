@@ -1,0 +1,103 @@
+"""The ONNX / ORT path of `export`: trace, NMS, simplify, precision, metadata, validate, write."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import onnx
+import torch
+
+from . import ExportOptions, ExportResult, ValidationFailed, atomic_move, build_meta
+from .graphs import task_graph
+from .nms import append_nms
+from .optimize import check, simplify
+from .precision import to_fp16, to_int8
+from .to_onnx import export_graph
+from .validate import image_batch, validate
+
+
+def calibration_batches(opts: ExportOptions, meta) -> Tuple[np.ndarray, str]:
+    from ..images import IMAGE_SUFFIXES
+    from ..errors import UserError
+
+    if opts.calibration is None:
+        return image_batch(meta), "bundled sample photos (pass --calibration DIR for representative images)"
+    files = sorted(p for p in Path(opts.calibration).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"--calibration {opts.calibration}: no images found")
+    return image_batch(meta, files[:500]), f"{min(len(files), 500)} images from {opts.calibration}"
+
+
+def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tuple[int, int],
+                         weights: Optional[Path], out_path: Path, step: Callable[[str], None],
+                         t0: float) -> ExportResult:
+    entry = model.zoo_entry
+    graph = task_graph(model, opts.seg_output)
+    notes = []
+    step("trace")
+    proto = export_graph(graph, size, opts.batch, opts.opset, graph.output_names)
+    outputs = list(graph.output_names)
+    if entry.task == "detection" and opts.nms:
+        with torch.no_grad():
+            n_anchors = graph(torch.zeros(1, 3, *size))[0].shape[1]
+        proto = append_nms(proto, n_anchors, entry.num_classes, opts.score_threshold, opts.iou_threshold,
+                           opts.max_detections)
+        outputs = ["boxes", "scores", "labels", "num_detections"]
+    if opts.simplify:
+        step("simplify")
+        proto, warning = simplify(proto)
+        if warning:
+            notes.append(warning)
+    meta = build_meta(opts, size, weights, outputs)
+    if opts.precision == "fp16":
+        step("fp16")
+        proto = to_fp16(proto)
+    elif opts.precision == "int8":
+        step("calibrate")
+        batches, source = calibration_batches(opts, meta)
+        notes.append(f"int8 calibrated on {source}")
+        proto = to_int8(proto, list(batches))
+    check(proto)
+    tmp = Path(tempfile.mkdtemp(prefix="mvit2deploy-"))
+    written = []
+    try:
+        path = tmp / "model.onnx"
+        step("validate")
+        _save(proto, meta, path)
+        report = validate(path, meta, graph, opts.batch)
+        meta.validation = report.to_dict()
+        _save(proto, meta, path)  # again, now with the validation summary embedded
+        extra = []
+        if opts.format == "ort" and report.passed:
+            step("ort")
+            from .ort_format import convert_to_ort
+
+            path, config = convert_to_ort(path, tmp / "ort", out_path.name)
+            report = validate(path, meta, graph, opts.batch)  # the .ort itself must pass too
+            extra.append((config, out_path.with_suffix(".required_operators.config")))
+        if not report.passed and not opts.keep_failed:
+            failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g})" for c in report.checks if not c.ok)
+            err = ValidationFailed(f"validation against PyTorch failed: {failed}; nothing written "
+                                   "(--keep-failed keeps the artifact)")
+            err.report = report
+            raise err
+        step("write")
+        atomic_move(path, out_path, opts.force)
+        for src, dst in extra:
+            atomic_move(src, dst, True)
+            written.append(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(out_path, meta, report, out_path.stat().st_size, time.perf_counter() - t0, written, notes)
+
+
+def _save(proto: onnx.ModelProto, meta, path: Path) -> None:
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, meta.to_props())
+    proto.producer_name = "mvit2deploy"
+    proto.doc_string = f"{meta.model_id} ({meta.task}, {meta.precision}) exported by mvit2deploy {meta.version}"
+    onnx.save(proto, str(path))

@@ -1,0 +1,182 @@
+"""Validate an exported artifact against the PyTorch module it came from, at the task level.
+
+Inputs: the bundled sample photos (preprocessed exactly like `predict`) plus random tensors.
+Every check has a threshold per precision (documented in the README, "Validation thresholds").
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..artifact import ArtifactMeta
+from ..images import IMAGE_SUFFIXES, load_image, preprocess
+from ..models.box_ops import box_iou, postprocess
+
+# precision -> metric -> (comparison, threshold). ">=" means the value must be at least the threshold.
+THRESHOLDS: Dict[str, Dict[str, tuple]] = {
+    "fp32": {"max_abs_err": ("<=", 1e-4), "top1_agree_decisive": (">=", 1.0), "pixel_agree_decisive": (">=", 1.0),
+             "det_matched": (">=", 0.98)},
+    "fp16": {"cosine": (">=", 0.999), "top1_agree_decisive": (">=", 1.0), "pixel_agree_decisive": (">=", 0.999),
+             "det_matched": (">=", 0.9)},
+    "int8": {"cosine": (">=", 0.98), "pixel_agree_decisive": (">=", 0.99), "det_matched": (">=", 0.5)},
+}
+# top-1 is only required to agree where the reference's top-2 margin exceeds this (near-ties may flip)
+DECISIVE_MARGIN = {"fp32": 1e-4, "fp16": 5e-2, "int8": 0.5}
+
+
+@dataclass
+class Check:
+    name: str
+    value: float
+    op: str = ""
+    threshold: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        if self.threshold is None:
+            return True
+        return self.value <= self.threshold if self.op == "<=" else self.value >= self.threshold
+
+
+@dataclass
+class ValidationReport:
+    precision: str
+    n_inputs: int
+    checks: List[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, value: float) -> None:
+        op, thr = THRESHOLDS[self.precision].get(name, ("", None))
+        self.checks.append(Check(name, float(value), op, thr))
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "n_inputs": self.n_inputs, "passed": self.passed,
+                "checks": {c.name: {"value": c.value, "threshold": c.threshold, "op": c.op, "ok": c.ok}
+                           for c in self.checks}}
+
+
+def sample_paths() -> List[Path]:
+    root = resources.files("mvit2deploy.data").joinpath("samples")
+    return sorted(Path(str(p)) for p in root.iterdir() if Path(str(p)).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_batch(meta: ArtifactMeta, paths: Optional[Sequence[Path]] = None) -> np.ndarray:
+    paths = sample_paths() if paths is None else paths
+    return np.stack([preprocess(load_image(p), meta.preprocessing, meta.input_size)[0] for p in paths])
+
+
+def validation_inputs(meta: ArtifactMeta, n_random: int = 2, seed: int = 0) -> np.ndarray:
+    h, w = meta.input_size
+    rand = np.random.default_rng(seed).random((n_random, 3, h, w), dtype=np.float32)
+    return np.concatenate([image_batch(meta), rand])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).min())
+
+
+def _margin(logits: np.ndarray, axis: int) -> np.ndarray:
+    top2 = -np.partition(-logits, 1, axis=axis)
+    return np.take(top2, 0, axis=axis) - np.take(top2, 1, axis=axis)
+
+
+def _mask_miou(a: np.ndarray, b: np.ndarray) -> float:
+    ious = []
+    for c in np.union1d(np.unique(a), np.unique(b)):
+        inter = np.logical_and(a == c, b == c).sum()
+        union = np.logical_or(a == c, b == c).sum()
+        ious.append(inter / union)
+    return float(np.mean(ious))
+
+
+def _det_matched(ref, out, n) -> float:
+    """Fraction of reference detections with a same-label artifact detection at IoU >= 0.9 (both ways, min)."""
+    fracs = []
+    for i in range(n):
+        rb, rl = ref[i].boxes, ref[i].labels
+        k = int(out["num_detections"][i])
+        ob, ol = torch.from_numpy(out["boxes"][i, :k]), torch.from_numpy(out["labels"][i, :k])
+        if len(rl) == 0 and k == 0:
+            fracs.append(1.0)
+            continue
+        if len(rl) == 0 or k == 0:
+            fracs.append(0.0)
+            continue
+        iou = box_iou(rb.clamp(0, 1), ob)
+        same = (rl[:, None] == ol[None, :]) & (iou >= 0.9)
+        fracs.append(min(same.any(1).float().mean().item(), same.any(0).float().mean().item()))
+    return float(np.mean(fracs))
+
+
+def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict[str, np.ndarray]) -> ValidationReport:
+    """Compare artifact outputs `out` (name -> array) with the PyTorch graph on the same inputs `x`."""
+    rep = ValidationReport(meta.precision, len(x))
+    decisive = DECISIVE_MARGIN[meta.precision]
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        if meta.task == "classification":
+            ref = graph(xt).numpy()
+            got = out["logits"]
+            rep.add("max_abs_err", np.abs(ref - got).max())
+            rep.add("cosine", _cosine(ref, got))
+            agree = ref.argmax(1) == got.argmax(1)
+            rep.add("top1_agree", agree.mean())
+            rep.add("top1_agree_decisive", agree[_margin(ref, 1) > decisive].mean() if (_margin(ref, 1) > decisive).any() else 1.0)
+            top5 = lambda a: np.argsort(-a, 1)[:, :5]  # noqa: E731
+            rep.add("top5_overlap", np.mean([len(set(r) & set(g)) / 5 for r, g in zip(top5(ref), top5(got))]))
+        elif meta.task == "segmentation":
+            logits = graph.model(xt).numpy()
+            ref_mask = logits.argmax(1)
+            if "logits" in out:
+                rep.add("max_abs_err", np.abs(logits - out["logits"]).max())
+                rep.add("cosine", _cosine(logits, out["logits"]))
+                got_mask = out["logits"].argmax(1)
+            else:
+                got_mask = out["mask"]
+            same = ref_mask == got_mask
+            rep.add("pixel_agree", same.mean())
+            dec = _margin(logits, 1) > decisive
+            rep.add("pixel_agree_decisive", same[dec].mean() if dec.any() else 1.0)
+            rep.add("mask_miou", np.mean([_mask_miou(a, b) for a, b in zip(ref_mask, got_mask)]))
+        else:
+            boxes, scores = graph(xt)
+            if "num_detections" in out:
+                o = meta.options
+                ref = postprocess(boxes, scores, o["score_threshold"], o["iou_threshold"],
+                                  max_detections=o["max_detections"])
+                rep.add("det_matched", _det_matched(ref, out, len(x)))
+                rep.add("detections_ref", float(np.mean([len(r.labels) for r in ref])))
+                rep.add("detections_artifact", float(np.mean(out["num_detections"])))
+            else:
+                rep.add("max_abs_err", max(np.abs(boxes.numpy() - out["boxes"]).max(),
+                                           np.abs(scores.numpy() - out["scores"]).max()))
+                rep.add("cosine", _cosine(scores.numpy(), out["scores"]))
+    return rep
+
+
+def run_onnxruntime(path: Path, x: np.ndarray, batch: Optional[int]) -> Dict[str, np.ndarray]:
+    """All inputs in one call with a dynamic batch, else one fixed-size batch at a time."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    step = batch or len(x)
+    parts = [sess.run(None, {"images": x[i:i + step]}) for i in range(0, len(x), step)]
+    return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+
+
+def validate(path: Path, meta: ArtifactMeta, graph: torch.nn.Module, batch: Optional[int],
+             runner: Callable = run_onnxruntime) -> ValidationReport:
+    x = validation_inputs(meta)
+    if batch:
+        x = x[: len(x) // batch * batch] if len(x) >= batch else np.repeat(x, batch, 0)[:batch]
+    return compare(meta, graph, x, runner(path, x, batch))
