@@ -1,0 +1,53 @@
+"""artifact -> runtime session. Every backend takes `images` float32 [N, 3, H, W] and returns the graph
+contract's outputs by name, so predict and bench never care which runtime runs.
+
+    session = open_session("exports/mobilevitv2-0.5-fp32.onnx", runtime="onnxruntime", threads=2)
+    outputs = session.run(batch)          # {"logits": array [N, 1000]}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Protocol
+
+import numpy as np
+
+from ..artifact import ArtifactMeta
+from ..errors import UserError
+
+RUNTIMES = ("onnxruntime", "ort-mobile", "torch", "coreml")
+
+
+class Session(Protocol):
+    meta: ArtifactMeta
+    runtime: str
+    fixed_batch: Optional[int]  # None: any batch size
+
+    def run(self, images: np.ndarray) -> Dict[str, np.ndarray]: ...
+
+
+def default_runtime(model: str) -> str:
+    suffix = Path(model).suffix
+    if suffix in (".mlpackage", ".mlmodel"):
+        return "coreml"
+    if suffix in (".onnx", ".ort"):
+        return "onnxruntime"
+    return "torch"
+
+
+def open_session(model: str | Path, runtime: Optional[str] = None, threads: Optional[int] = None,
+                 **torch_options) -> Session:
+    """model: an .onnx/.ort/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`."""
+    runtime = runtime or default_runtime(str(model))
+    if runtime in ("onnxruntime", "ort-mobile"):
+        from .onnxruntime import OrtSession
+
+        return OrtSession(Path(model), threads=threads, mobile=runtime == "ort-mobile")
+    if runtime == "torch":
+        from .torch_ref import TorchSession
+
+        return TorchSession(str(model), threads=threads, **torch_options)
+    if runtime == "coreml":
+        from .coreml import CoreMLSession
+
+        return CoreMLSession(Path(model), **{k: v for k, v in torch_options.items() if k == "compute_units"})
+    raise UserError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")

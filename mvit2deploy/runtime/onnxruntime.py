@@ -1,0 +1,49 @@
+"""ONNX Runtime CPU backend for .onnx and .ort artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..artifact import read_meta
+from ..errors import UserError
+
+
+def session_options(threads: Optional[int], mobile: bool = False):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if mobile:
+        # what an ORT-mobile app does: load the pre-optimised .ort as is, no further graph rewrites
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.add_session_config_entry("session.load_model_format", "ORT")
+    return so
+
+
+class OrtSession:
+    def __init__(self, path: Path, threads: Optional[int] = None, mobile: bool = False):
+        import onnxruntime as ort
+
+        if mobile and path.suffix != ".ort":
+            raise UserError(f"--runtime ort-mobile needs an .ort artifact (export with --format ort), got {path.name}")
+        self.meta = read_meta(path)
+        self.runtime = "ort-mobile" if mobile else "onnxruntime"
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(threads, mobile),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        dim = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = dim if isinstance(dim, int) else None
+
+    def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        outs = self.session.run(None, {"images": np.ascontiguousarray(images, dtype=np.float32)})
+        return dict(zip(self.output_names, outs))
