@@ -17,7 +17,7 @@ from .nms import append_nms
 from .optimize import check, simplify
 from .precision import to_fp16, to_int8
 from .to_onnx import export_graph
-from .validate import image_batch, validate
+from .validate import image_batch, sample_crops, validate
 
 
 def calibration_batches(opts: ExportOptions, meta) -> Tuple[np.ndarray, str]:
@@ -25,7 +25,8 @@ def calibration_batches(opts: ExportOptions, meta) -> Tuple[np.ndarray, str]:
     from ..errors import UserError
 
     if opts.calibration is None:
-        return image_batch(meta), "bundled sample photos (pass --calibration DIR for representative images)"
+        batches = np.concatenate([image_batch(meta), sample_crops(meta, 28, seed=1)])
+        return batches, "32 views of the 4 bundled sample photos (pass --calibration DIR for representative images)"
     files = sorted(p for p in Path(opts.calibration).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"--calibration {opts.calibration}: no images found")
