@@ -1,4 +1,9 @@
-"""torch -> ONNX: trace a task graph with the dynamo exporter into one self-contained ModelProto."""
+"""torch -> ONNX: trace a task graph into one self-contained ModelProto.
+
+Default: the dynamo exporter (torch.export), the supported path in torch 2.13; it handles every head here.
+`exporter="torchscript"` selects the older torch.jit.trace exporter (faster to run, fails on PSPNet's
+pooling matrices with a dynamic batch).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -20,25 +25,29 @@ DEFAULT_OPSET = 18
 
 
 def export_graph(graph: nn.Module, input_size: Sequence[int], batch: Optional[int], opset: int,
-                 output_names: Sequence[str]) -> onnx.ModelProto:
+                 output_names: Sequence[str], exporter: str = "dynamo") -> onnx.ModelProto:
     """batch=None: dynamic batch dimension `N`; otherwise fixed."""
     if opset < MIN_OPSET:
         raise UserError(f"--opset {opset} is too old: use {MIN_OPSET} or newer")
     h, w = input_size
     example = torch.rand(batch or 2, 3, h, w)
-    dynamic = None if batch else {"images": {0: torch.export.Dim("N", min=1, max=1024)}}
-    # the exporter logs "torchvision is not installed" warnings; they are not ours to show
+    names = dict(input_names=["images"], output_names=list(output_names), opset_version=opset)
+    if exporter == "dynamo":
+        dynamic = None if batch else {"images": {0: torch.export.Dim("N", min=1, max=1024)}}
+        kwargs = dict(dynamo=True, external_data=False, dynamic_shapes=dynamic)
+    else:
+        dynamic = None if batch else {n: {0: "N"} for n in ["images", *output_names]}
+        kwargs = dict(dynamo=False, dynamic_axes=dynamic, do_constant_folding=True)
+    # the exporters print progress to stdout and log "torchvision is not installed"; neither is ours to show
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
-            contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress to stdout
+            contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         warnings.simplefilter("ignore")
         path = Path(tmp) / "model.onnx"
-        torch.onnx.export(graph, (example,), str(path), dynamo=True, external_data=False, opset_version=opset,
-                          input_names=["images"], output_names=list(output_names), dynamic_shapes=dynamic)
+        torch.onnx.export(graph, (example,), str(path), **names, **kwargs)
         model = onnx.load(str(path))
-    # the exporter names the symbolic batch after the torch Dim; keep the contract's name
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and not batch:
-            dims[0].dim_param = "N"
+            dims[0].dim_param = "N"  # the contract's name for the batch dimension
     return model

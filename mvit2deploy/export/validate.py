@@ -20,10 +20,11 @@ from ..models.box_ops import box_iou, postprocess
 # precision -> metric -> (comparison, threshold). ">=" means the value must be at least the threshold.
 THRESHOLDS: Dict[str, Dict[str, tuple]] = {
     "fp32": {"max_abs_err": ("<=", 1e-4), "top1_agree_decisive": (">=", 1.0), "pixel_agree_decisive": (">=", 1.0),
-             "det_matched": (">=", 0.98)},
+             "det_matched": (">=", 0.98), "raw_max_abs_err": ("<=", 1e-4)},
     "fp16": {"cosine": (">=", 0.999), "top1_agree_decisive": (">=", 1.0), "pixel_agree_decisive": (">=", 0.999),
-             "det_matched": (">=", 0.9)},
-    "int8": {"cosine": (">=", 0.98), "pixel_agree_decisive": (">=", 0.99), "det_matched": (">=", 0.5)},
+             "det_matched": (">=", 0.9), "raw_cosine": (">=", 0.999)},
+    "int8": {"cosine": (">=", 0.98), "pixel_agree_decisive": (">=", 0.99), "det_matched": (">=", 0.5),
+             "raw_cosine": (">=", 0.98)},
 }
 # top-1 is only required to agree where the reference's top-2 margin exceeds this (near-ties may flip)
 DECISIVE_MARGIN = {"fp32": 1e-4, "fp16": 5e-2, "int8": 0.5}
@@ -179,6 +180,10 @@ def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict
                 rep.add("det_matched", _det_matched(ref, out, len(x)))
                 rep.add("detections_ref", float(np.mean([len(r.labels) for r in ref])))
                 rep.add("detections_artifact", float(np.mean(out["num_detections"])))
+                if "raw_scores" in out:  # the network before NMS, so random weights are checked too
+                    rep.add("raw_max_abs_err", max(np.abs(boxes.numpy() - out["raw_boxes"]).max(),
+                                                   np.abs(scores.numpy() - out["raw_scores"]).max()))
+                    rep.add("raw_cosine", _cosine(scores.numpy(), out["raw_scores"]))
             else:
                 rep.add("max_abs_err", max(np.abs(boxes.numpy() - out["boxes"]).max(),
                                            np.abs(scores.numpy() - out["scores"]).max()))
@@ -186,11 +191,25 @@ def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict
     return rep
 
 
+RAW_DETECTION_OUTPUTS = ("raw_boxes", "raw_scores")  # internal tensors of the NMS graph (see nms.py)
+
+
 def run_onnxruntime(path: Path, x: np.ndarray, batch: Optional[int]) -> Dict[str, np.ndarray]:
-    """All inputs in one call with a dynamic batch, else one fixed-size batch at a time."""
+    """All inputs in one call with a dynamic batch, else one fixed-size batch at a time.
+
+    For an .onnx detection graph with NMS, the pre-NMS tensors are exposed too (on a copy)."""
+    import onnx
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = str(path)
+    if path.suffix == ".onnx":
+        model = onnx.load(source)
+        produced = {o for node in model.graph.node for o in node.output}
+        extra = [n for n in RAW_DETECTION_OUTPUTS if n in produced]
+        if extra:
+            model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in extra)
+            source = model.SerializeToString()
+    sess = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     step = batch or len(x)
     parts = [sess.run(None, {"images": x[i:i + step]}) for i in range(0, len(x), step)]

@@ -1,0 +1,132 @@
+"""Issue 3 benchmark: our fp32 ONNX in ONNX Runtime vs PyTorch eager, and int8 vs fp32, in ONE run.
+
+    .venv/bin/python benchmarks/export_speed.py --width 1.0 --size 256 --threads 2 --markdown docs/benchmarks-export.md
+
+Weights: the deterministic filling rule of Apple's reference vectors (tests/data/fill.py, gain 1.25) —
+official checkpoints cannot be downloaded on this machine; latency does not depend on the values, and
+these weights give non-degenerate logits for the int8 agreement numbers. Timing: batch 1, fixed threads,
+warm-up, then rounds that interleave the three runtimes (so drift on a shared machine hits all alike);
+median and p90 of the runtime call alone.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "data"))
+from fill import fill_state_dict  # noqa: E402
+
+from mvit2deploy.export import ExportOptions, export  # noqa: E402
+from mvit2deploy.export.validate import sample_crops  # noqa: E402
+from mvit2deploy.models import build_model, get_entry  # noqa: E402
+from mvit2deploy.runtime.onnxruntime import session_options  # noqa: E402
+
+
+def timed(fn, n):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", default="1.0")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--crops", type=int, default=100)
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model_id = f"mobilevitv2-{args.width}"
+    tmp = Path(tempfile.mkdtemp())
+    model = build_model(get_entry(model_id))
+    ckpt = tmp / "filled.pt"
+    torch.save(fill_state_dict([(k, list(v.shape)) for k, v in model.state_dict().items()]), ckpt)
+    size = (args.size, args.size)
+    res = {p: export(ExportOptions(model_id, weights=ckpt, output=tmp / f"{p}.onnx", image_size=size, precision=p))
+           for p in ("fp32", "int8")}
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    model.eval()
+    sessions = {p: ort.InferenceSession(str(r.path), session_options(args.threads), providers=["CPUExecutionProvider"])
+                for p, r in res.items()}
+    x = sample_crops(res["fp32"].meta, 1, seed=7)
+    xt = torch.from_numpy(x)
+
+    runners = {
+        "torch eager fp32": lambda: model(xt),
+        "onnxruntime fp32": lambda: sessions["fp32"].run(None, {"images": x}),
+        "onnxruntime int8": lambda: sessions["int8"].run(None, {"images": x}),
+    }
+    times = {k: [] for k in runners}
+    with torch.inference_mode():
+        for fn in runners.values():
+            timed(fn, 10)  # warm-up
+        for _ in range(args.rounds):
+            for name, fn in runners.items():
+                times[name] += timed(fn, args.iters)
+        # task-level agreement of int8 against fp32 over photo crops
+        crops = sample_crops(res["fp32"].meta, args.crops, seed=123)
+        f32 = np.concatenate([sessions["fp32"].run(None, {"images": crops[i:i + 10]})[0] for i in range(0, len(crops), 10)])
+        i8 = np.concatenate([sessions["int8"].run(None, {"images": crops[i:i + 10]})[0] for i in range(0, len(crops), 10)])
+        eager = model(torch.from_numpy(crops[:10])).numpy()
+    cos = (f32 * i8).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(i8, axis=1)
+    top1 = float((f32.argmax(1) == i8.argmax(1)).mean())
+    top5 = float(np.mean([len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) / 5 for a, b in zip(f32, i8)]))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    p90 = {k: float(np.percentile(v, 90)) for k, v in times.items()}
+    import onnx
+
+    lines = [
+        f"### {model_id}, {args.size}x{args.size}, batch 1, {args.threads} threads",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {_cpu()}, {torch.get_num_threads()} torch threads; "
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, onnx {onnx.__version__}; "
+        f"{args.rounds} interleaved rounds x {args.iters} runs each.",
+        "",
+        "| runtime | median ms | p90 ms | speed-up vs torch eager | artifact MB |",
+        "|---|---|---|---|---|",
+    ]
+    size_mb = {"onnxruntime fp32": res["fp32"].size_bytes / 1e6, "onnxruntime int8": res["int8"].size_bytes / 1e6}
+    for k in runners:
+        lines.append(f"| {k} | {med[k]:.2f} | {p90[k]:.2f} | {med['torch eager fp32'] / med[k]:.2f}x | "
+                     f"{size_mb.get(k, float('nan')):.1f} |")
+    lines += [
+        "",
+        f"- fp32 ONNX vs PyTorch eager: **{med['torch eager fp32'] / med['onnxruntime fp32']:.2f}x** faster "
+        f"(fp32 max abs error vs eager on photo crops: {np.abs(f32[:10] - eager).max():.2e})",
+        f"- int8 vs fp32 ONNX: **{med['onnxruntime fp32'] / med['onnxruntime int8']:.2f}x** faster; over {len(crops)} "
+        f"crops of the sample photos: logits cosine mean {cos.mean():.4f} (min {cos.min():.4f}), "
+        f"top-1 agreement {top1:.2%}, top-5 overlap {top5:.2%}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
