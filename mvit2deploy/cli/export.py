@@ -41,7 +41,7 @@ def parse_batch(value: str) -> Optional[int]:
 
 
 def report_table(report) -> Table:
-    table = Table(title="validation against PyTorch", title_justify="left")
+    table = Table(title=getattr(report, "title", "validation against PyTorch"), title_justify="left")
     for col in ("check", "value", "threshold", ""):
         table.add_column(col)
     for c in report.checks:
@@ -111,7 +111,11 @@ def export_cmd(
     summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
                             f"{result.meta.precision}")
     console.print(summary)
-    console.print(f"next: [bold]mvit2deploy predict IMAGE --model {result.path}[/bold]")
+    if result.meta.format == "coreml":
+        console.print("next: drag the .mlpackage into Xcode (see README, 'Core ML on iPhone'); "
+                      "`mvit2deploy predict --model` runs it on macOS 12+ only")
+    else:
+        console.print(f"next: [bold]mvit2deploy predict IMAGE --model {result.path}[/bold]")
 
 
 def register(app: typer.Typer) -> None:

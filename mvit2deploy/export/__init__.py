@@ -107,6 +107,12 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"--image-size {opts.image_size[0]}x{opts.image_size[1]} is out of range (32..2048)")
     if opts.calibration is not None and opts.precision != "int8":
         raise UserError("--calibration only applies to --precision int8")
+    if opts.format == "coreml":
+        from .coreml import plan
+
+        plan(opts, opts.output or Path("model.mlpackage"))
+    elif opts.compress or opts.deployment_target != "iOS15" or opts.compute_units != "all":
+        raise UserError("--compress, --deployment-target and --compute-units apply to --format coreml only")
     if not 0 <= opts.score_threshold < 1 or not 0 < opts.iou_threshold <= 1 or opts.max_detections < 1:
         raise UserError("detection thresholds out of range")
 

@@ -38,7 +38,7 @@ from .. import __version__
 from ..artifact import ArtifactMeta
 from ..errors import UserError
 from . import ExportOptions, ExportResult, ValidationFailed, atomic_move, build_meta
-from .coreml_checks import (NOT_RUN, PREVIEW_KEY, PREVIEW_TYPES, CoreMLReport, Expected, check_package,
+from .coreml_checks import (NOT_RUN, PREVIEW_KEY, PREVIEW_TYPES, CoreMLReport, Expected, SpecCheck, check_package,
                             coremltools, load_spec, package_bytes, quiet)
 from .graphs import task_graph
 
@@ -68,7 +68,8 @@ def plan(opts: ExportOptions, out_path: Path) -> Tuple[str, List[str]]:
     if opts.compress is not None and opts.compress not in COMPRESSIONS:
         raise UserError(f"unsupported --compress {opts.compress!r} (choose from {', '.join(COMPRESSIONS)})")
     if opts.deployment_target not in TARGETS:
-        raise UserError(f"unsupported --deployment-target {opts.deployment_target!r} (choose from {', '.join(TARGETS)})")
+        raise UserError(f"unsupported --deployment-target {opts.deployment_target!r} "
+                        f"(choose from {', '.join(TARGETS)})")
     if opts.compute_units not in COMPUTE_UNITS:
         raise UserError(f"unsupported --compute-units {opts.compute_units!r} (choose from {', '.join(COMPUTE_UNITS)})")
     if out_path.suffix != ".mlpackage":
@@ -167,11 +168,9 @@ def export_coreml(opts: ExportOptions, model: nn.Module, size: Tuple[int, int], 
         meta.options.update(confidence_labels="labels[1:] (background dropped)",
                             coordinates="x_center, y_center, width, height (normalised)")
         meta.options.pop("top_k_per_class", None)  # Core ML's NMS has no per-class top-k
-        if not nms:
-            meta.options.update(score_threshold=None, iou_threshold=None, max_detections=None)
 
-    ct = coremltools()
     step("convert")
+    ct = coremltools()
     example = torch.rand(1, 3, h, w)
     with quiet(), torch.no_grad():
         traced = torch.jit.trace(wrapper, example, check_trace=False)
@@ -194,6 +193,8 @@ def export_coreml(opts: ExportOptions, model: nn.Module, size: Tuple[int, int], 
         step("check")
         expected = _expected(entry.task, opts, size, labels, nms, raw_shapes, outputs)
         report = check_package(pkg, expected)
+        if opts.precision == "fp16":
+            _fp16_headroom(model, meta, report, notes)
         if can_predict():
             step("validate")
             _validate_on_macos(predictor(pkg, opts.compute_units), meta, graph, wrapper, opts, report, nms)
@@ -205,7 +206,8 @@ def export_coreml(opts: ExportOptions, model: nn.Module, size: Tuple[int, int], 
         if not report.passed and not opts.keep_failed:
             failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g}: {c.detail})"
                                for c in report.checks if not c.ok)
-            err = ValidationFailed(f"Core ML checks failed: {failed}; nothing written (--keep-failed keeps the package)")
+            err = ValidationFailed(f"Core ML checks failed: {failed}; nothing written "
+                                   "(--keep-failed keeps the package)")
             err.report = report
             raise err
         step("write")
@@ -213,6 +215,22 @@ def export_coreml(opts: ExportOptions, model: nn.Module, size: Tuple[int, int], 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(Path(out_path), meta, report, package_bytes(out_path), time.perf_counter() - t0, [], notes)
+
+
+def _fp16_headroom(model: nn.Module, meta: ArtifactMeta, report: CoreMLReport, notes: List[str]) -> None:
+    """GroupNorm inputs measured in PyTorch on the validation images: fp16 squares overflow above 256."""
+    from .coreml_checks import FP16_SQUARE_LIMIT, groupnorm_peak
+    from .validate import validation_inputs
+
+    peak, where = groupnorm_peak(model, validation_inputs(meta))
+    detail = (f"max |x - mean| at a GroupNorm input: {peak:.4g} ({where or 'no GroupNorm'}); "
+              "fp16 squares overflow above 256")
+    at = next((i for i, c in enumerate(report.checks) if c.name == "numerical_validation"), len(report.checks))
+    report.checks.insert(at, SpecCheck("fp16_groupnorm_peak", float(peak), "", None, detail))
+    if peak > FP16_SQUARE_LIMIT:
+        notes.append(f"fp16 overflow risk: a GroupNorm input ({where}) deviates by {peak:.0f} from its mean on the "
+                     "sample images; Core ML computes its variance as an fp16 square (max 65504), so that layer may "
+                     "output zeros on device: validate on a Mac, or export with --precision fp32")
 
 
 def _as_tuple(x) -> tuple:
@@ -450,19 +468,9 @@ def _validate_on_macos(model, meta: ArtifactMeta, graph: nn.Module, wrapper: nn.
         got = np.stack([np.asarray(r[key]).reshape(shape) for r in results])
         num = compare(meta, graph, x, {key: got})
     elif nms:
-        k = max(1, max(len(np.asarray(r["confidence"])) for r in results))
-        boxes = np.zeros((len(x), k, 4), np.float32)
-        labels = np.zeros((len(x), k), np.int64)
-        count = np.zeros(len(x), np.int64)
-        for i, r in enumerate(results):
-            conf, coords = np.asarray(r["confidence"]), np.asarray(r["coordinates"])
-            n = len(conf)
-            count[i] = n
-            if n:
-                xyxy = np.concatenate([coords[:, :2] - coords[:, 2:] / 2, coords[:, :2] + coords[:, 2:] / 2], 1)
-                boxes[i, :n] = np.clip(xyxy, 0.0, 1.0)  # as the ONNX NMS output (NMS itself ran on unclipped boxes)
-                labels[i, :n] = conf.argmax(1) + 1
-        num = compare(meta, graph, x, {"boxes": boxes, "labels": labels, "num_detections": count})
+        from ..runtime.coreml import contract_outputs
+
+        num = compare(meta, graph, x, contract_outputs(results, meta))
     else:
         with torch.no_grad():
             ref = [wrapper(torch.from_numpy(x[i:i + 1])) for i in range(len(x))]

@@ -22,6 +22,10 @@ What is checked, from the package as written to disk:
   max_tensor_dim        the largest single dimension of any tensor (reported; the ANE is documented by
                         users to refuse dimensions above 16384)
   weights_mb            size of the package's weight files (reported)
+  fp16_groupnorm_peak   (fp16 only; from PyTorch on the validation images) the largest |x - mean| entering a
+                        GroupNorm. coremltools lowers GroupNorm to sub -> square -> reduce_mean -> sqrt, so in
+                        fp16 a deviation above 256 squares past 65504 (inf) and the layer silently outputs
+                        zeros (the coremltools#2110 trap). Reported, with a note when above 256.
   numerical_validation  0 here: outputs were NOT compared with PyTorch; that needs macOS (Core ML prediction)
 
 Apple publishes no definitive Neural Engine op list: the ANE checks are heuristics, not a guarantee. Only
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import warnings
 from collections import Counter
@@ -120,7 +123,8 @@ class CoreMLReport:
     def passed(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def add(self, name: str, value: float, op: str = "", threshold: Optional[float] = None, detail: str = "") -> SpecCheck:
+    def add(self, name: str, value: float, op: str = "", threshold: Optional[float] = None,
+            detail: str = "") -> SpecCheck:
         check = SpecCheck(name, float(value), op, threshold, detail)
         self.checks.append(check)
         return check
@@ -213,6 +217,7 @@ def tensor_stats(spec) -> dict:
     stats = {"max_rank": 0, "max_rank_at": "", "dynamic": [], "max_dim": 0, "fp16": 0, "fp32": 0,
              "conv_kernel": 0, "conv_dilation": 1, "constexpr": Counter()}
     for prog in programs(spec):
+        consts = _const_values(prog)
         values = []
         for fn in prog.functions.values():
             values += [(i.name, "input", i.type) for i in fn.inputs]
@@ -220,7 +225,7 @@ def tensor_stats(spec) -> dict:
             if op.type.startswith("constexpr_"):
                 stats["constexpr"][op.type] += 1
             if op.type == "conv":
-                _conv_attrs(op, prog, stats)
+                _conv_attrs(op, consts, stats)
             values += [(o.name, op.type, o.type) for o in op.outputs]
         for name, op_type, vtype in values:
             for t in _tensor_types(vtype):
@@ -239,9 +244,8 @@ def tensor_stats(spec) -> dict:
     return stats
 
 
-def _conv_attrs(op, prog, stats) -> None:
+def _conv_attrs(op, consts: dict, stats) -> None:
     """Largest kernel (from the weight's shape) and dilation of a conv (ints from const inputs)."""
-    consts = _const_values(prog)
     dil = op.inputs.get("dilations")
     if dil is not None and dil.arguments and dil.arguments[0].name in consts:
         stats["conv_dilation"] = max([stats["conv_dilation"], *consts[dil.arguments[0].name]])
@@ -252,27 +256,26 @@ def _conv_attrs(op, prog, stats) -> None:
             stats["conv_kernel"] = max([stats["conv_kernel"], *shape[2:]])
 
 
-_CONST_CACHE: Dict[int, dict] = {}
+def _immediate_kind(val) -> Optional[str]:
+    """'ints' / 'floats' / 'strings' ... for an immediate tensor value, else None."""
+    if val.WhichOneof("value") != "immediateValue":
+        return None
+    return val.immediateValue.tensor.WhichOneof("value")
 
 
 def _const_values(prog) -> dict:
     """name -> ints of small int consts; "__shape__"+name -> shape of every const/constexpr output."""
-    key = id(prog)
-    if key not in _CONST_CACHE:
-        out = {}
-        for op in program_ops(prog):
-            if op.type == "const" or op.type.startswith("constexpr_"):
-                for o in op.outputs:
-                    if o.type.WhichOneof("type") == "tensorType":
-                        dims = [d.constant.size for d in o.type.tensorType.dimensions]
-                        out["__shape__" + o.name] = dims
-                if op.type == "const" and "val" in op.attributes:
-                    val = op.attributes["val"]
-                    if val.WhichOneof("value") == "immediateValue" and val.immediateValue.tensor.WhichOneof("value") == "ints":
-                        out[op.outputs[0].name] = list(val.immediateValue.tensor.ints.values)
-        _CONST_CACHE.clear()
-        _CONST_CACHE[key] = out
-    return _CONST_CACHE[key]
+    out = {}
+    for op in program_ops(prog):
+        if op.type == "const" or op.type.startswith("constexpr_"):
+            for o in op.outputs:
+                if o.type.WhichOneof("type") == "tensorType":
+                    out["__shape__" + o.name] = [d.constant.size for d in o.type.tensorType.dimensions]
+            if op.type == "const" and "val" in op.attributes:
+                val = op.attributes["val"]
+                if _immediate_kind(val) == "ints":
+                    out[op.outputs[0].name] = list(val.immediateValue.tensor.ints.values)
+    return out
 
 
 def input_scale(spec, input_name: str) -> Tuple[Optional[float], List[str]]:
@@ -285,7 +288,7 @@ def input_scale(spec, input_name: str) -> Tuple[Optional[float], List[str]]:
     for op in program_ops(prog):
         if op.type == "const":
             val = op.attributes["val"]
-            if val.WhichOneof("value") == "immediateValue" and val.immediateValue.tensor.WhichOneof("value") == "floats":
+            if _immediate_kind(val) == "floats":
                 vals = list(val.immediateValue.tensor.floats.values)
                 if len(vals) == 1:
                     floats[op.outputs[0].name] = vals[0]
@@ -478,12 +481,43 @@ def check_package(path: Path, expect: Expected) -> CoreMLReport:
         hints.append("fp32 compute precision")
     rep.add("ane_risk_ops", sum(risky.values()),
             detail=(", ".join(hints) or "none of the listed ops")
-            + f"; conv kernels up to {stats['conv_kernel']}x{stats['conv_kernel']}, dilation up to {stats['conv_dilation']}")
+            + f"; conv kernels up to {stats['conv_kernel']}x{stats['conv_kernel']}, "
+            f"dilation up to {stats['conv_dilation']}")
     rep.add("max_tensor_dim", stats["max_dim"], detail=f"the Neural Engine refuses dimensions above {ANE_MAX_DIM}"
             if stats["max_dim"] > ANE_MAX_DIM else f"<= {ANE_MAX_DIM}")
     rep.add("weights_mb", weights_bytes(path) / 1e6, detail="sum of the package's weight files")
     rep.add("numerical_validation", 0, detail=NOT_RUN)
     return rep
+
+
+FP16_SQUARE_LIMIT = 256.0  # 256^2 = 65536 > 65504, the largest fp16
+
+
+def groupnorm_peak(model, images) -> Tuple[float, str]:
+    """Largest |x - group mean| at any GroupNorm input of `model` on `images` (float32 [N, 3, H, W]), and where."""
+    import torch
+
+    peak = [0.0, ""]
+
+    def hook(name):
+        def fn(module, args):
+            x = args[0].detach().float()
+            g = x.reshape(x.shape[0], module.num_groups, -1)
+            dev = (g - g.mean(-1, keepdim=True)).abs().max().item()
+            if dev > peak[0]:
+                peak[:] = [dev, name]
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, torch.nn.GroupNorm)]
+    try:
+        with torch.no_grad():
+            for i in range(len(images)):
+                model(torch.from_numpy(images[i:i + 1]))
+    finally:
+        for h in handles:
+            h.remove()
+    return peak[0], peak[1]
 
 
 def _check_nms(spec, expect: Expected) -> Tuple[float, str, float, str]:
@@ -519,13 +553,6 @@ def summarize_inventory(inventory: Dict[str, int], limit: Optional[int] = None) 
     return ", ".join(f"{k} {v}" for k, v in items)
 
 
-def read_props(path: Path) -> Dict[str, str]:
-    return dict(load_spec(path).description.metadata.userDefined)
-
-
-def dumps(report: CoreMLReport) -> str:
-    return json.dumps(report.to_dict(), indent=2)
-
-
 __all__: Sequence[str] = ("CoreMLReport", "Expected", "SpecCheck", "check_package", "coremltools", "load_spec",
-                          "op_inventory", "programs", "quiet", "tensor_stats", "PREVIEW_KEY", "PREVIEW_TYPES", "NOT_RUN")
+                          "op_inventory", "programs", "quiet", "tensor_stats", "groupnorm_peak", "PREVIEW_KEY",
+                          "PREVIEW_TYPES", "NOT_RUN")

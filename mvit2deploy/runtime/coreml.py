@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 
@@ -44,5 +44,38 @@ class CoreMLSession:
         for img in images:  # ImageType input: one pixel buffer per call
             pil = Image.fromarray(np.clip(img.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8))
             results.append(self.model.predict({self.input_name: pil}))
-        return {k: np.stack([np.asarray(r[k]) for r in results]) for k in results[0]
-                if not isinstance(results[0][k], (str, dict))}
+        return contract_outputs(results, self.meta)
+
+
+def contract_outputs(results: List[dict], meta) -> Dict[str, np.ndarray]:
+    """Core ML predictions (one dict per image) -> the ONNX graph contract, so predict/bench/validation
+    treat every runtime alike. Classification: log of the classifier's probabilities as `logits`
+    (softmax(log p) = p); detection with NMS: padded boxes (xyxy, clipped) / scores / labels / num_detections."""
+    from ..export.coreml import unique_labels
+
+    if meta.task == "classification":
+        probs = np.array([[r["classLabel_probs"][name] for name in unique_labels(meta.labels)] for r in results],
+                         dtype=np.float64)
+        return {"logits": np.log(np.maximum(probs, 1e-30)).astype(np.float32)}
+    if meta.task == "segmentation":
+        key = meta.outputs[0]
+        h, w = meta.input_size
+        shape = (h, w) if key == "mask" else (len(meta.labels), h, w)
+        return {key: np.stack([np.asarray(r[key]).reshape(shape) for r in results])}
+    if not meta.options.get("nms", True):
+        return {"scores": np.stack([np.asarray(r["confidence"]) for r in results]),
+                "boxes": np.stack([np.asarray(r["coordinates"]) for r in results])}
+    k = max(1, max(len(np.asarray(r["confidence"])) for r in results))
+    n = len(results)
+    out = {"boxes": np.zeros((n, k, 4), np.float32), "scores": np.zeros((n, k), np.float32),
+           "labels": np.zeros((n, k), np.int64), "num_detections": np.zeros(n, np.int64)}
+    for i, r in enumerate(results):
+        conf, coords = np.asarray(r["confidence"]), np.asarray(r["coordinates"])
+        m = len(conf)
+        out["num_detections"][i] = m
+        if m:
+            xyxy = np.concatenate([coords[:, :2] - coords[:, 2:] / 2, coords[:, :2] + coords[:, 2:] / 2], 1)
+            out["boxes"][i, :m] = np.clip(xyxy, 0.0, 1.0)  # as the ONNX output (NMS ran on unclipped boxes)
+            out["labels"][i, :m] = conf.argmax(1) + 1
+            out["scores"][i, :m] = conf.max(1)
+    return out
