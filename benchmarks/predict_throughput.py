@@ -107,7 +107,8 @@ def main() -> None:
     model = args.work / f"{MODEL_ID}-fp32.onnx"
     if not model.exists():
         export(ExportOptions(model_id=MODEL_ID, random_init=True, output=model, force=True))
-    session = open_session(model, runtime="onnxruntime", threads=args.threads)
+    # the same session (as `mvit2deploy predict` opens it: idle ORT threads sleep) for both measurements
+    session = open_session(model, runtime="onnxruntime", threads=args.threads, spinning=False)
     meta = session.meta
     c0 = cpu_seconds()
     tensors = [preprocess(load_image(f), meta.preprocessing, meta.input_size)[0] for f in files]

@@ -40,7 +40,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -53,8 +53,8 @@ def load_image(path: str | Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.seek(0)
-                img = ImageOps.exif_transpose(img) or img
                 img.load()
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of the full image
                 rgb = _to_rgb(img)
     except BadImage:
         raise
@@ -103,7 +103,9 @@ def preprocess(img: Image.Image, pre: Preprocessing, input_size: Tuple[int, int]
     else:
         img = img.resize((w, h), resample)
         box = (0.0, 0.0, float(ow), float(oh))
-    arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) * np.float32(pre.scale)
+    pixels = np.asarray(img).transpose(2, 0, 1)  # uint8 HWC -> CHW view
+    arr = np.empty(pixels.shape, np.float32)
+    np.multiply(pixels, np.float32(pre.scale), out=arr, dtype=np.float32)  # one pass: cast, scale, make contiguous
     if any(pre.mean) or any(s != 1.0 for s in pre.std):
         arr = (arr - np.asarray(pre.mean, np.float32)[:, None, None]) / np.asarray(pre.std, np.float32)[:, None, None]
-    return np.ascontiguousarray(arr), Placement((ow, oh), box)
+    return arr, Placement((ow, oh), box)

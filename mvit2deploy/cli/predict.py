@@ -245,7 +245,8 @@ def predict_cmd(
         if score_threshold is not None:
             torch_options["score_threshold"] = score_threshold
     with err_console.status("loading the model"):
-        session = open_session(model, runtime=runtime, threads=threads, **torch_options)
+        # decoding threads run beside inference: ORT's spinning workers would only steal their CPU
+        session = open_session(model, runtime=runtime, threads=threads, spinning=False, **torch_options)
     meta = session.meta
     if size and tuple(meta.input_size) != tuple(size):
         raise UserError(f"--image-size {size[0]}x{size[1]}: {model} was exported at {meta.input_size[0]}x"

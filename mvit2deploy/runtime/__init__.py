@@ -35,13 +35,14 @@ def default_runtime(model: str) -> str:
 
 
 def open_session(model: str | Path, runtime: Optional[str] = None, threads: Optional[int] = None,
-                 **torch_options) -> Session:
-    """model: an .onnx/.ort/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`."""
+                 spinning: bool = True, **torch_options) -> Session:
+    """model: an .onnx/.ort/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`.
+    spinning=False lets ONNX Runtime's idle threads sleep (for pipelines that need CPU beside inference)."""
     runtime = runtime or default_runtime(str(model))
     if runtime in ("onnxruntime", "ort-mobile"):
         from .onnxruntime import OrtSession
 
-        return OrtSession(Path(model), threads=threads, mobile=runtime == "ort-mobile")
+        return OrtSession(Path(model), threads=threads, mobile=runtime == "ort-mobile", spinning=spinning)
     if runtime == "torch":
         from .torch_ref import TorchSession
 

@@ -10,10 +10,14 @@ from ..artifact import read_meta
 from ..errors import UserError
 
 
-def session_options(threads: Optional[int], mobile: bool = False):
+def session_options(threads: Optional[int], mobile: bool = False, spinning: bool = True):
+    """spinning=False: ORT's idle worker threads sleep instead of spinning, leaving the CPU to other threads of
+    the process (predict's decoders); spinning=True is best for a benchmark of the runtime call alone."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -28,7 +32,7 @@ def session_options(threads: Optional[int], mobile: bool = False):
 
 
 class OrtSession:
-    def __init__(self, path: Path, threads: Optional[int] = None, mobile: bool = False):
+    def __init__(self, path: Path, threads: Optional[int] = None, mobile: bool = False, spinning: bool = True):
         import onnxruntime as ort
 
         if mobile and path.suffix != ".ort":
@@ -36,7 +40,7 @@ class OrtSession:
         self.meta = read_meta(path)
         self.runtime = "ort-mobile" if mobile else "onnxruntime"
         try:
-            self.session = ort.InferenceSession(str(path), session_options(threads, mobile),
+            self.session = ort.InferenceSession(str(path), session_options(threads, mobile, spinning),
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise UserError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
