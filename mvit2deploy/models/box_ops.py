@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import List, NamedTuple
 
+import numpy as np
 import torch
 
 CENTER_VARIANCE = 0.1
@@ -27,15 +28,16 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS; returns kept indices sorted by decreasing score."""
-    order = scores.argsort(descending=True)
-    boxes = boxes[order]
-    iou = box_iou(boxes, boxes)
-    keep = torch.ones(len(order), dtype=torch.bool)
-    for i in range(len(order)):
-        if keep[i]:
-            keep[i + 1:] &= iou[i, i + 1:] <= iou_threshold
-    return order[keep]
+    """Greedy NMS; returns kept indices sorted by decreasing score (stable for equal scores)."""
+    order = scores.argsort(descending=True, stable=True)
+    overlaps = (box_iou(boxes[order], boxes[order]) > iou_threshold).numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):  # numpy work only for the boxes that are kept
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= overlaps[i]
+    return order[torch.as_tensor(keep, dtype=torch.long)]
 
 
 class Detections(NamedTuple):
