@@ -73,7 +73,7 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
         meta.validation = report.to_dict()
         _save(proto, meta, path)  # again, now with the validation summary embedded
         extra = []
-        if opts.format == "ort" and report.passed:
+        if opts.format == "ort" and (report.passed or opts.keep_failed):
             step("ort")
             from .ort_format import convert_to_ort
 

@@ -1,0 +1,193 @@
+"""Bench results as a rich table, JSON (header + rows), CSV (rows) and Markdown (header + table)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from .runner import MEASURED, ROW_FIELDS, BenchResult, BenchRow
+
+COLUMNS = ("", "model", "runtime", "precision", "size", "batch", "weights", "MB", "max abs err", "agree",
+           "session ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "img/s")
+RIGHT = {"batch", "MB", "max abs err", "agree", "session ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms",
+         "std ms", "img/s"}
+
+METHODOLOGY = [
+    "Fixed threads: `torch.set_num_threads(N)` (inter-op 1) for PyTorch; ONNX Runtime `intra_op_num_threads=N`, "
+    "`inter_op_num_threads=1`, sequential execution, CPU provider.",
+    "One input tensor per (image size, batch), uniform random in [0, 1) with a fixed seed, shared by every runtime "
+    "and precision.",
+    "Session creation and the first run are timed and reported on their own, never mixed into the statistics.",
+    "Warm-up: at least `--warmup` runs, then more until the median of the last 5 runs is within 5% of the median "
+    "of the 5 before (capped; `warmup_settled` says whether it settled).",
+    "Timed runs: `--runs N` (or as many as fit in `--min-time S`), each timing only the runtime call with "
+    "`time.perf_counter` (no image decoding or preprocessing); the garbage collector is paused meanwhile.",
+    "Statistics: mean, std (ddof 1), p50/p90/p99 with `numpy.percentile` (linear); throughput = "
+    "batch * 1000 / mean ms.",
+    "Parity: the export-time validation of the benchmarked file against PyTorch (max abs error of the outputs and "
+    "the task-level agreement: top-1 / pixel / detection match); 0 and 1 for the PyTorch reference itself.",
+    "Configurations run one at a time in a fixed order (model, size, batch, runtime, precision), after all "
+    "exports are done.",
+]
+
+
+def _ms(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+
+
+def _num(v: Optional[float], fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def footnotes(rows: List[BenchRow]) -> Tuple[Dict[int, int], List[str]]:
+    """Row index -> footnote number, and the distinct reasons in order."""
+    reasons: List[str] = []
+    index: Dict[int, int] = {}
+    for i, r in enumerate(rows):
+        if r.reason:
+            if r.reason not in reasons:
+                reasons.append(r.reason)
+            index[i] = reasons.index(r.reason) + 1
+    return index, reasons
+
+
+def cells(r: BenchRow, note: Optional[int]) -> List[str]:
+    status = r.status + (f" [{note}]" if note else "")
+    weights = "random" if r.random_init else r.weights
+    return [status, r.model, r.runtime + (f" ({r.compute_units})" if r.compute_units else ""), r.precision,
+            r.image_size, str(r.batch), weights, _num(r.artifact_mb, ".2f"),
+            _num(r.parity_max_abs_err, ".2e") + (" ✗" if r.parity_passed is False else ""),
+            _num(r.parity_agreement, ".3f"), _ms(r.session_ms), _ms(r.first_run_ms), _ms(r.mean_ms), _ms(r.p50_ms),
+            _ms(r.p90_ms), _ms(r.p99_ms), _ms(r.std_ms), _num(r.fps, ".1f")]
+
+
+def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
+    e, s = result.environment, result.settings
+    v = e.get("versions", {})
+    versions = ", ".join(f"{k} {v[k]}" for k in v if v[k]) or "-"
+    thread_env = "".join(f", {k}={v}" for k, v in (e.get("thread_env") or {}).items())
+    runs = f"until {s['min_time']:g} s of timed runs" if s.get("min_time") else f"{s['runs']} timed runs"
+    return [("cpu", f"{e['cpu']} ({e['machine']}), {e['usable_cores']} usable of {e['logical_cores']} logical cores"),
+            ("threads", f"{e['threads']} (inter-op 1)" + thread_env), ("os", str(e["os"])),
+            ("python", str(e["python"])),
+            ("versions", versions), ("opset", str(e.get("opset") or "-")),
+            ("load average", f"{e.get('load_average_start')} at start, {e.get('load_average_end')} at end"),
+            ("runs", f"warm-up >= {s['warmup']} (+ settling), {runs}"), ("date", str(e["date"]))]
+
+
+def rich_table(result: BenchResult, title: str = "mvit2deploy bench"):
+    from rich import box
+    from rich.table import Table
+
+    index, _ = footnotes(result.rows)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col in RIGHT else "left", no_wrap=col in ("", "model"))
+    for i, r in enumerate(result.rows):
+        table.add_row(*cells(r, index.get(i)))
+    return table
+
+
+def print_result(result: BenchResult, console) -> None:
+    if not console.is_terminal:  # piped: rich would assume 80 columns; keep one table row per line instead
+        from rich.console import Console
+
+        console = Console(width=max(console.width, 200), file=console.file, no_color=True, highlight=False)
+    grid_lines = env_lines(result)
+    for k, v in grid_lines:
+        console.print(f"[bold]{k:<13}[/bold]{v}", highlight=False, soft_wrap=True)
+    console.print(rich_table(result))
+    _, reasons = footnotes(result.rows)
+    for n, reason in enumerate(reasons, 1):
+        console.print(f"[{n}] {reason}", highlight=False, soft_wrap=True, markup=False)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    if result.slopes:
+        console.print("fitted slope of p50 latency vs pixel count (log-log least squares, latency ~ pixels^slope):")
+        for key, slope in result.slopes.items():
+            console.print(f"  {key:<44} {'-' if slope is None else f'{slope:.2f}'}", highlight=False)
+
+
+def _write(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def to_json(result: BenchResult) -> str:
+    return json.dumps(result.to_dict(), indent=1, ensure_ascii=False)
+
+
+def to_csv(result: BenchResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in result.rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+    return buf.getvalue()
+
+
+def to_markdown(result: BenchResult, title: str = "Benchmark", plot: Optional[str] = None,
+                methodology: bool = True) -> str:
+    out = [f"## {title}", ""]
+    if result.command:
+        out += ["```sh", result.command, "```", ""]
+    out += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in env_lines(result)] + [""]
+    index, reasons = footnotes(result.rows)
+    out.append("| " + " | ".join(c or "status" for c in COLUMNS) + " |")
+    out.append("|" + "|".join("---:" if c in RIGHT else "---" for c in COLUMNS) + "|")
+    for i, r in enumerate(result.rows):
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r, index.get(i))) + " |")
+    out.append("")
+    for n, reason in enumerate(reasons, 1):
+        out.append(f"[{n}] {reason}  ")
+    if reasons:
+        out.append("")
+    out += [f"- {note}" for note in result.notes]
+    out.append(f"- ✅ measured, ❎ not runnable on this machine (exported where possible), ❌ failed; "
+               "MB = artifact size; max abs err / agree = parity with PyTorch (✗: the export-time validation "
+               "failed, benched with --keep-failed); img/s = batch * 1000 / mean ms. "
+               f"Total time {result.seconds:.0f} s.")
+    out.append("")
+    if result.slopes:
+        out += ["Fitted slope of p50 latency against pixel count (log-log least squares; 1.0 = linear in pixels):", "",
+                "| series | slope |", "|---|---:|"]
+        out += [f"| {k} | {'-' if s is None else f'{s:.2f}'} |" for k, s in result.slopes.items()]
+        out.append("")
+    if plot:
+        out += [f"![latency against pixel count]({plot})", ""]
+    if methodology:
+        out += ["### Methodology", ""] + [f"- {m}" for m in METHODOLOGY] + [""]
+    return "\n".join(out)
+
+
+def write_outputs(result: BenchResult, json_file: Optional[Path] = None, csv_file: Optional[Path] = None,
+                  markdown_file: Optional[Path] = None, plot_ref: Optional[str] = None) -> List[Path]:
+    written = []
+    if json_file:
+        written.append(_write(json_file, to_json(result) + "\n"))
+    if csv_file:
+        written.append(_write(csv_file, to_csv(result)))
+    if markdown_file:
+        written.append(_write(markdown_file, "# mvit2deploy bench\n\n" + to_markdown(result, "Results", plot_ref)))
+    return written
+
+
+def measured(result: BenchResult) -> List[BenchRow]:
+    return [r for r in result.rows if r.state == MEASURED]

@@ -1,0 +1,207 @@
+"""bench: a tiny run over every runtime; row schema and consistency; Core ML off macOS; outputs; CLI routing."""
+import csv
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mvit2deploy.bench import BenchSettings, plan, run_bench, stats
+from mvit2deploy.bench.report import to_csv, to_markdown, write_outputs
+from mvit2deploy.bench.runner import ROW_FIELDS, BenchSettings as _Settings, time_runs
+from mvit2deploy.errors import UserError
+
+MODEL = "mobilevitv2-0.5"
+SIZE = (64, 64)
+TIMINGS = ("session_ms", "first_run_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "std_ms", "min_ms", "max_ms", "fps")
+ON_MAC = platform.system() == "Darwin"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+@pytest.fixture(scope="module")
+def result(cache):
+    settings = BenchSettings(threads=1, warmup=1, runs=3, cache_dir=cache, max_warmup_s=3.0)
+    return run_bench([MODEL], runtimes=["torch", "onnxruntime", "ort-mobile", "coreml"], precisions=["fp32", "int8"],
+                     sizes=[SIZE], batches=[1], settings=settings)
+
+
+def test_rows_in_order(result):
+    got = [(r.runtime, r.precision) for r in result.rows]
+    assert got == [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("ort-mobile", "fp32"),
+                   ("ort-mobile", "int8"), ("coreml", "fp32"), ("coreml", "int8")]
+    assert [s["runtime"] + "/" + s["precision"] for s in result.skipped] == ["torch/int8"]
+    assert any("torch eager runs fp32 only" in n for n in result.notes)
+
+
+def test_measured_rows_consistent(result):
+    measured = [r for r in result.rows if r.runtime != "coreml" or ON_MAC]
+    for r in measured:
+        assert (r.status, r.state, r.reason) == ("✅", "measured", None), r
+        assert r.model == MODEL and (r.height, r.width, r.pixels, r.batch, r.threads) == (64, 64, 4096, 1, 1)
+        for k in TIMINGS:
+            v = getattr(r, k)
+            assert isinstance(v, float) and math.isfinite(v) and v > 0, (k, v)
+        assert r.p50_ms <= r.p90_ms <= r.p99_ms <= r.max_ms
+        assert r.min_ms <= r.mean_ms <= r.max_ms and r.min_ms <= r.p50_ms
+        assert abs(r.fps - r.batch * 1000.0 / r.mean_ms) <= 0.01 * r.fps
+        assert r.runs == 3 and r.warmup_runs >= 2 and isinstance(r.warmup_settled, bool)
+        # no cached official weights in the test environment: random weights, and the row says so
+        assert r.random_init is True and r.weights == "random-init"
+        assert r.parity_metric == "top1_agree" and 0 <= r.parity_agreement <= 1 and r.parity_max_abs_err >= 0
+        if r.runtime == "torch":
+            assert r.artifact is None and r.parity_max_abs_err == 0.0 and r.parity_agreement == 1.0
+        else:
+            assert r.artifact_mb > 0 and Path(r.artifact).exists() and r.parity_passed is True
+            assert r.parity_source == "export-time validation of this file"
+            assert r.artifact.endswith(".ort" if r.runtime == "ort-mobile" else ".onnx")
+    assert any("randomly initialised" in n for n in result.notes)
+
+
+@pytest.mark.skipif(ON_MAC, reason="Core ML runs on macOS")
+def test_coreml_not_runnable_here(result):
+    rows = [r for r in result.rows if r.runtime == "coreml"]
+    assert len(rows) == 2
+    for r in rows:
+        assert r.status == "❎" and r.state == "not_runnable" and "macOS" in r.reason, r
+        assert all(getattr(r, k) is None for k in TIMINGS + ("runs",)), r
+        assert r.artifact_mb is None or r.artifact_mb > 0  # only a real export gives a size
+
+
+def test_environment_header(result):
+    env = result.environment
+    assert env["cpu"] and env["threads"] == 1 and env["usable_cores"] >= 1 and env["python"] and env["os"]
+    assert env["versions"]["torch"] and env["versions"]["onnxruntime"] and env["versions"]["onnx"]
+    assert "coremltools" in env["versions"] and env["opset"] == 18
+    assert result.settings["warmup"] == 1 and result.settings["runs"] == 3 and result.settings["timer"]
+
+
+def test_json_csv_markdown(result, tmp_path):
+    j, c, m = tmp_path / "b.json", tmp_path / "b.csv", tmp_path / "b.md"
+    write_outputs(result, j, c, m)
+    doc = json.loads(j.read_text())
+    assert {"environment", "settings", "rows", "notes", "skipped", "slopes"} <= set(doc)
+    assert len(doc["rows"]) == len(result.rows)
+    types = {"status": str, "model": str, "runtime": str, "precision": str, "batch": int, "pixels": int,
+             "random_init": bool, "mean_ms": float, "p50_ms": float, "fps": float, "session_ms": float}
+    for row in doc["rows"]:
+        assert list(row) == ROW_FIELDS
+        if row["state"] == "measured":
+            for k, t in types.items():
+                assert isinstance(row[k], t), (k, row[k])
+    with open(c, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ROW_FIELDS and len(rows) == len(result.rows)
+    first = rows[0]
+    assert float(first["mean_ms"]) == pytest.approx(result.rows[0].mean_ms)
+    md = m.read_text()
+    assert "| status | model | runtime |" in md and "| cpu |" in md
+    assert md.count("| mobilevitv2-0.5 |") == len(result.rows) and "### Methodology" in md
+    assert to_csv(result).splitlines()[0].split(",") == ROW_FIELDS and to_markdown(result)
+
+
+def test_stats():
+    s = stats.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["p50_ms"] == 3.0 and s["min_ms"] == 1.0 and s["max_ms"] == 100.0 and s["mean_ms"] == 22.0
+    assert s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= 100.0 and s["runs"] == 5
+    assert stats.settled([10.0] * 5 + [10.2] * 5) and not stats.settled([10.0] * 5 + [12.0] * 5)
+    assert not stats.settled([1.0] * 9)
+    assert stats.fit_loglog_slope([1, 2, 4], [3, 6, 12]) == pytest.approx(1.0)
+    assert stats.fit_loglog_slope([4, 4], [1, 2]) is None
+
+
+def test_time_runs_warmup_and_min_time():
+    calls = []
+
+    def fn(x):
+        calls.append(time.perf_counter())
+        time.sleep(0.0005)
+
+    t = time_runs(fn, None, _Settings(warmup=3, runs=7, max_warmup_runs=30))
+    assert t["runs"] == 7 and t["warmup_runs"] >= 1 + 10 and len(calls) == t["warmup_runs"] + 7
+    t = time_runs(fn, None, _Settings(warmup=0, runs=1, min_time=0.02))
+    assert t["warmup_runs"] == 1 and t["runs"] >= 5 and t["mean_ms"] * t["runs"] >= 15
+
+
+def test_plan_order_and_errors():
+    configs, skipped, _ = plan([MODEL], ["onnxruntime", "torch"], ["int8", "fp32"], [(64, 64), (32, 32)], [2, 1])
+    assert [(c.size[0], c.batch, c.runtime, c.precision) for c in configs][:4] == [
+        (64, 2, "torch", "fp32"), (64, 2, "onnxruntime", "fp32"), (64, 2, "onnxruntime", "int8"),
+        (64, 1, "torch", "fp32")]
+    assert len(configs) == 12 and len(skipped) == 4
+    with pytest.raises(UserError):
+        plan([MODEL], ["tensorrt"], ["fp32"], None, [1])
+    with pytest.raises(UserError):
+        plan([MODEL], None, ["bf16"], None, [1])
+    with pytest.raises(UserError):
+        plan(["no-such-model"], None, ["fp32"], None, [1])
+
+
+def test_given_artifact(result):
+    ort_file = next(Path(r.artifact) for r in result.rows if r.runtime == "ort-mobile" and r.precision == "fp32")
+    res = run_bench([str(ort_file)], runtimes=["onnxruntime", "ort-mobile", "torch"],
+                    settings=BenchSettings(warmup=1, runs=3, cache_dir=ort_file.parent, max_warmup_s=3.0))
+    assert [(r.runtime, r.state, r.artifact_source) for r in res.rows] == [
+        ("onnxruntime", "measured", "given"), ("ort-mobile", "measured", "given")]
+    assert all(r.model == MODEL and r.image_size == "64x64" and r.random_init and r.parity_agreement is not None
+               for r in res.rows)
+    assert any(s["runtime"] == "torch" for s in res.skipped)
+
+
+def test_failed_export_is_a_row(tmp_path, monkeypatch):
+    import mvit2deploy.export as export_mod
+
+    def boom(opts, step=None):
+        raise UserError("simulated exporter failure")
+
+    monkeypatch.setattr(export_mod, "export", boom)
+    res = run_bench([MODEL], runtimes=["onnxruntime"], precisions=["fp16"], sizes=[SIZE],
+                    settings=BenchSettings(warmup=1, runs=3, cache_dir=tmp_path))
+    (row,) = res.rows
+    assert row.status == "❌" and row.state == "failed" and "simulated exporter failure" in row.reason
+    assert row.mean_ms is None and res.failed
+
+
+def _app():
+    from mvit2deploy.cli import app
+
+    return app
+
+
+def test_cli_bench_and_sweep(cache, tmp_path):
+    app, runner = _app(), CliRunner()
+    j, c, m, png = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.md", tmp_path / "sweep.png"
+    res = runner.invoke(app, ["bench", MODEL, "--runtime", "torch,onnxruntime", "--image-size", "64",
+                              "--warmup", "1", "--runs", "3", "--cache-dir", str(cache), "--json", str(j),
+                              "--csv", str(c), "--markdown", str(m)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(j.read_text())
+    assert [r["runtime"] for r in doc["rows"]] == ["torch", "onnxruntime"] and c.exists() and m.exists()
+    assert "random" in res.output and "p50 ms" in res.output
+    # a size sweep on the PyTorch reference (no exports): slope printed, PNG written
+    res = runner.invoke(app, ["bench", MODEL, "--runtime", "torch", "--image-size", "64,96,128", "--warmup", "1",
+                              "--runs", "3", "--cache-dir", str(cache), "--plot", str(png), "--json", str(j)])
+    assert res.exit_code == 0, res.output
+    assert "slope" in res.output and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads(j.read_text())
+    assert [r["pixels"] for r in doc["rows"]] == [4096, 9216, 16384] and len(doc["slopes"]) == 1
+
+
+def test_cli_routing_and_errors(cache):
+    app, runner = _app(), CliRunner()
+    res = runner.invoke(app, ["bench", "--help"])
+    assert res.exit_code == 0 and "--runtime" in res.output and "--min-time" in res.output
+    bad = runner.invoke(app, ["bench", MODEL, "--runtime", "tensorrt", "--cache-dir", str(cache)])
+    assert bad.exit_code == 2 and "tensorrt" in bad.output
+    bad = runner.invoke(app, ["bench", "--batch", "0", MODEL, "--cache-dir", str(cache)])
+    assert bad.exit_code == 2
+    if (Path(__file__).parents[1] / "mvit2deploy" / "cli" / "bench_attention.py").exists():
+        res = runner.invoke(app, ["bench", "attention", "--help"])
+        assert res.exit_code == 0 and "--tokens" in res.output, res.output
+        assert "attention" in runner.invoke(app, ["bench", "--help"]).output
