@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -75,6 +75,7 @@ class BenchRow:
 class BenchResult:
     rows: List[BenchRow]
     slopes: Dict[str, Optional[float]]  # "method/runtime" -> fitted log-log slope
+    load: Tuple[float, float] = (0.0, 0.0)  # 1-min load average before/after: other work skews timings
 
 
 def attn_matrix_mb(method: str, tokens: int, linformer_k: int) -> float:
@@ -176,6 +177,8 @@ def run_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 1638
         if unknown:
             raise UserError(f"unknown {name} {', '.join(unknown)} (choose from {', '.join(known)})")
     rows: List[BenchRow] = []
+    loadavg = getattr(os, "getloadavg", lambda: (0.0,))  # not on Windows
+    load0 = loadavg()[0]
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -189,7 +192,7 @@ def run_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 1638
                             progress(row)
     finally:
         torch.set_num_threads(prev_threads)
-    return BenchResult(rows, slopes(rows))
+    return BenchResult(rows, slopes(rows), (load0, loadavg()[0]))
 
 
 def _one(method, runtime, n, dim, threads, warmup, runs, linformer_k, max_attn_mb, tmp) -> BenchRow:

@@ -102,6 +102,12 @@ def _heat(m: torch.Tensor, size: Tuple[int, int]) -> np.ndarray:
     return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
 
 
+def _range(m: torch.Tensor) -> str:
+    """Score range in units of the uniform score 1/N: panels are min-max scaled, so say how flat they are."""
+    n = m.shape[-2] * m.shape[-1] / (PATCH * PATCH)
+    return f"score x N {float(m.min()) * n:.4f}-{float(m.max()) * n:.4f}"
+
+
 def default_save_path(image: Union[str, Path], model_id: str) -> Path:
     return Path("runs") / "explain" / f"{Path(image).stem}_{model_id}.png"
 
@@ -139,11 +145,11 @@ def explain_image(image: Union[str, Path], model_id: str = DEFAULT_MODEL,
         mean = torch.stack([F.interpolate(m.map, size=grid, mode="bilinear") if m.grid != grid else m.map
                             for m in layers]).mean(0)
         stages = sorted({m.stage for m in layers})
-        mean_panel = (f"OS {stride}: mean of {len(layers)} layers\n{', '.join(stages)}, {mean.shape[-2]}x"
-                      f"{mean.shape[-1]} grid", _heat(mean, (size, size)))
+        mean_panel = (f"OS {stride}: mean of {len(layers)} layers, {', '.join(stages)}\n{grid[0]}x{grid[1]} grid, "
+                      f"{_range(mean)}", _heat(mean, (size, size)))
         if per_layer:
-            row = [None, mean_panel] + [(f"{m.stage} #{m.index} (OS {m.stride})", _heat(m.map, (size, size)))
-                                        for m in layers]
+            row = [None, mean_panel] + [(f"{m.stage} #{m.index} (OS {m.stride})\n{_range(m.map)}",
+                                         _heat(m.map, (size, size))) for m in layers]
         else:
             row = [mean_panel]
         panels.append(row)

@@ -79,8 +79,8 @@ def panel_grid(image: np.ndarray, panels: Sequence[Sequence[Optional[Tuple[str, 
 
 
 def scaling_plot(series: Dict[str, List[Tuple[int, float]]], slopes: Dict[str, Optional[float]], title: str,
-                 path: Path) -> Path:
-    """Log-log latency vs tokens; one line per "method/runtime", its fitted slope in the legend."""
+                 path: Path, notes: Optional[Dict[str, str]] = None) -> Path:
+    """Log-log latency vs tokens; one line per "method/runtime", its fitted slope (and note) in the legend."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     colors = {"mhsa": "tab:red", "linformer": "tab:orange", "separable": "tab:blue"}
@@ -91,6 +91,7 @@ def scaling_plot(series: Dict[str, List[Tuple[int, float]]], slopes: Dict[str, O
         method, runtime = key.split("/")
         slope = slopes.get(key)
         label = f"{method} ({runtime})" + (f", slope {slope:.2f}" if slope is not None else "")
+        label += f" ({notes[key]})" if notes and key in notes else ""
         ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(runtime, ":"), marker="o", ms=4,
                 color=colors.get(method), label=label)
     ax.set_xscale("log", base=2)

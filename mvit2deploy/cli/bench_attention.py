@@ -57,16 +57,27 @@ def attention(
     console.print("fitted log-log slope (latency ~ N^slope, least squares over the measured points):")
     for key, slope in result.slopes.items():
         console.print(f"  {key:<22} {'-' if slope is None else f'{slope:.2f}'}", highlight=False)
+    before, after = result.load
+    # "after" includes this benchmark's own threads; "before" shows other work competing for the CPUs
+    console.print(f"1-min load average before/after: {before:.2f} / {after:.2f} on {os.cpu_count()} CPUs"
+                  + (" (the machine was busy: timings are inflated)" if before > 0.5 else ""), highlight=False)
     if plot is not None:
         from ..analysis.plots import scaling_plot
 
         series = {k: [(r.tokens, r.median_ms) for r in result.rows if f"{r.method}/{r.runtime}" == k and r.median_ms]
                   for k in result.slopes}
-        scaling_plot(series, result.slopes, f"one attention layer, d={dim}, batch 1, fp32, {threads} thread(s)", plot)
+        skipped: dict = {}
+        for r in result.rows:
+            if r.status != "ok":
+                skipped.setdefault(f"{r.method}/{r.runtime}", []).append(str(r.tokens))
+        notes = {k: f"N={','.join(v)} skipped: memory" for k, v in skipped.items()}
+        title = f"one attention layer, d={dim}, batch 1, fp32, {threads} thread(s)"
+        scaling_plot(series, result.slopes, title, plot, notes)
         console.print(f"wrote {plot}", highlight=False)
     if json_file is not None:
         _write_json(json_file, {"rows": [asdict(r) for r in result.rows], "slopes": result.slopes,
-                                "heads": ab.HEADS, "max_attn_mb": ab.MAX_ATTN_MB, "linformer_k": linformer_k})
+                                "load_avg": result.load, "heads": ab.HEADS, "max_attn_mb": ab.MAX_ATTN_MB,
+                                "linformer_k": linformer_k})
         console.print(f"wrote {json_file}", highlight=False)
 
 
