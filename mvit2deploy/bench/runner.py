@@ -291,11 +291,13 @@ def _export(cfg: Config, w: _Weights, settings: BenchSettings, progress: Callabl
         fmt = FORMAT[cfg.runtime]
         label = f"{cfg.model} {fmt} {cfg.precision} {cfg.size[0]}x{cfg.size[1]}"
         progress(f"exporting {label} -> {path}")
-        # keep_failed only for .onnx: the exporter skips the ORT conversion when validation fails (it would
-        # write ONNX bytes under the .ort name)
+        coreml = fmt == "coreml"
+        # Core ML has no int8 compute precision: "int8" there means fp16 compute with int8-quantised weights
         opts = ExportOptions(model_id=cfg.model, weights=w.export_weights, random_init=w.random_init, output=path,
-                             image_size=cfg.size, batch=None, precision=cfg.precision, format=fmt, force=True,
-                             keep_failed=settings.keep_failed and fmt == "onnx", compute_units=settings.compute_units)
+                             image_size=cfg.size, batch=None, format=fmt, force=True, keep_failed=settings.keep_failed,
+                             precision="fp16" if coreml and cfg.precision == "int8" else cfg.precision,
+                             compress="int8" if coreml and cfg.precision == "int8" else None,
+                             compute_units=settings.compute_units if coreml else "all")
         try:
             result = export(opts, step=lambda s: progress(f"  {label}: {s}"))
         except Exception as exc:  # an export that fails is a row with the reason, not a crash
