@@ -13,7 +13,7 @@ from conftest import REFERENCE_MODELS, reference_input, reference_vectors
 from mvit2deploy.artifact import ArtifactMeta, read_meta
 from mvit2deploy.errors import UserError
 from mvit2deploy.export import ExportOptions, ValidationFailed, export
-from mvit2deploy.models.box_ops import box_iou, postprocess
+from mvit2deploy.models.box_ops import box_iou
 
 CLS, SEG, DET = "mobilevitv2-0.5", "deeplabv3-mobilevitv2-0.5-ade20k", "ssdlite-mobilevitv2-0.5-coco"
 STEM = {v: k for k, v in REFERENCE_MODELS.items()}

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from .. import __version__
-from ._common import console, err_console, run_guarded  # noqa: F401
+from ._common import err_console
 
 app = typer.Typer(
     name="mvit2deploy",

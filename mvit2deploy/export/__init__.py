@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
-import onnx
-import torch
 
 from ..artifact import ArtifactMeta, default_preprocessing
 from ..errors import UserError
@@ -26,6 +24,18 @@ DEFAULT_DIR = Path("exports")
 
 class ValidationFailed(UserError):
     exit_code = 1
+
+
+def raise_if_failed(report, keep_failed: bool, what: str, kept: str) -> None:
+    """ValidationFailed listing the failed checks (so nothing gets written), unless --keep-failed."""
+    if report.passed or keep_failed:
+        return
+    failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g}"
+                       + (f": {c.detail})" if getattr(c, "detail", "") else ")")
+                       for c in report.checks if not c.ok)
+    err = ValidationFailed(f"{what} failed: {failed}; nothing written (--keep-failed keeps the {kept})")
+    err.report = report
+    raise err
 
 
 @dataclass

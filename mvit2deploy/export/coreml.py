@@ -37,7 +37,7 @@ from torch import nn
 from .. import __version__
 from ..artifact import ArtifactMeta
 from ..errors import UserError
-from . import ExportOptions, ExportResult, ValidationFailed, atomic_move, build_meta
+from . import ExportOptions, ExportResult, atomic_move, build_meta, raise_if_failed
 from .coreml_checks import (NOT_RUN, PREVIEW_KEY, PREVIEW_TYPES, CoreMLReport, Expected, SpecCheck, check_package,
                             coremltools, load_spec, package_bytes, quiet)
 from .graphs import task_graph
@@ -203,13 +203,7 @@ def export_coreml(opts: ExportOptions, model: nn.Module, size: Tuple[int, int], 
         meta.validation = report.to_dict()
         spec.description.metadata.userDefined.update(meta.to_props())
         _write_spec(pkg, spec)
-        if not report.passed and not opts.keep_failed:
-            failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g}: {c.detail})"
-                               for c in report.checks if not c.ok)
-            err = ValidationFailed(f"Core ML checks failed: {failed}; nothing written "
-                                   "(--keep-failed keeps the package)")
-            err.report = report
-            raise err
+        raise_if_failed(report, opts.keep_failed, "Core ML checks", "package")
         step("write")
         atomic_move(pkg, out_path, opts.force)
     finally:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import torch
 
-from . import ExportOptions, ExportResult, ValidationFailed, atomic_move, build_meta
+from . import ExportOptions, ExportResult, atomic_move, build_meta, raise_if_failed
 from .graphs import task_graph
 from .nms import append_nms
 from .optimize import check, simplify
@@ -80,12 +80,7 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
             path, config = convert_to_ort(path, tmp / "ort", out_path.name)
             report = validate(path, meta, graph, opts.batch)  # the .ort itself must pass too
             extra.append((config, out_path.with_suffix(".required_operators.config")))
-        if not report.passed and not opts.keep_failed:
-            failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g})" for c in report.checks if not c.ok)
-            err = ValidationFailed(f"validation against PyTorch failed: {failed}; nothing written "
-                                   "(--keep-failed keeps the artifact)")
-            err.report = report
-            raise err
+        raise_if_failed(report, opts.keep_failed, "validation against PyTorch", "artifact")
         step("write")
         atomic_move(path, out_path, opts.force)
         for src, dst in extra:

@@ -5,7 +5,7 @@ Every check has a threshold per precision (documented in the README, "Validation
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
