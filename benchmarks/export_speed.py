@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "data"))
 from fill import fill_state_dict  # noqa: E402
 
+from mvit2deploy.bench.environment import cpu_model  # noqa: E402
 from mvit2deploy.export import ExportOptions, export  # noqa: E402
 from mvit2deploy.export.validate import sample_crops  # noqa: E402
 from mvit2deploy.models import build_model, get_entry  # noqa: E402
@@ -93,7 +94,7 @@ def main() -> None:
     lines = [
         f"### {model_id}, {args.size}x{args.size}, batch 1, {args.threads} threads",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {_cpu()}, {torch.get_num_threads()} torch threads; "
+        f"Machine: {platform.machine()}, {cpu_model()}, {torch.get_num_threads()} torch threads; "
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, onnx {onnx.__version__}; "
         f"{args.rounds} interleaved rounds x {args.iters} runs each.",
         "",
@@ -116,16 +117,6 @@ def main() -> None:
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import platform
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from mvit2deploy.export import ExportOptions, export  # noqa: E402
 from mvit2deploy.images import load_image, preprocess  # noqa: E402
 from mvit2deploy.predict import collect_inputs, default_workers, predict  # noqa: E402
+from mvit2deploy.bench.environment import cpu_model  # noqa: E402
 from mvit2deploy.runtime import open_session  # noqa: E402
 
 SAMPLES = ROOT / "mvit2deploy" / "data" / "samples"
@@ -66,16 +66,6 @@ def build_images(folder: Path, n: int, seed: int = 0) -> list:
         img.save(path, quality=rng.randint(80, 95))
         out.append(path)
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_seconds() -> float:

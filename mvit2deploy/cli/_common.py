@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable
+from typing import Callable, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -38,3 +38,18 @@ def run_guarded(fn: Callable) -> Callable:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
+    """`--image-size` as (H, W): "N" or "HxW"."""
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.lower().replace("×", "x").split("x")]
+    except ValueError:
+        raise UserError(f"--image-size {value!r}: expected N or HxW, e.g. 256 or 320x480") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise UserError(f"--image-size {value!r}: expected N or HxW")

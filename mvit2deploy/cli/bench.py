@@ -58,7 +58,7 @@ def _list(value: Optional[str]) -> Optional[List[str]]:
 
 
 def _sizes(value: Optional[str]):
-    from .export import parse_size
+    from ._common import parse_size
 
     items = _list(value)
     return [parse_size(v) for v in items] if items else None

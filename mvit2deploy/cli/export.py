@@ -10,26 +10,12 @@ from rich.table import Table
 
 from ..errors import UserError
 from ..export import ExportOptions, ValidationFailed, export
-from ._common import console, err_console, run_guarded
+from ._common import console, err_console, parse_size, run_guarded
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
          "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
          "write": "writing"}
-
-
-def parse_size(value: Optional[str]):
-    if value is None:
-        return None
-    try:
-        parts = [int(v) for v in value.lower().replace("×", "x").split("x")]
-    except ValueError:
-        raise UserError(f"--image-size {value!r}: expected N or HxW, e.g. 256 or 320x480") from None
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise UserError(f"--image-size {value!r}: expected N or HxW")
 
 
 def parse_batch(value: str) -> Optional[int]:

@@ -24,7 +24,7 @@ from ..images import IMAGE_SUFFIXES
 from ..predict import (GLOB_CHARS, RUNS_DIR, Failure, NoInputs, Prediction, collect_inputs, latest_export,
                        next_run_dir, predict)
 from ..runtime import RUNTIMES, default_runtime, open_session
-from ._common import console, err_console, run_guarded
+from ._common import console, err_console, parse_size, run_guarded
 
 MAX_TABLES = 10  # more inputs than this: one line per image instead of a table
 MAX_DET_ROWS = 20
@@ -71,15 +71,10 @@ def _looks_like_json_file(word: str) -> bool:
 
 
 def _parse_size(value: Optional[str]):
-    if value is None:
-        return None
-    try:
-        parts = [int(v) for v in value.lower().replace("×", "x").split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) < 32 or max(parts) > 2048:
+    size = parse_size(value)
+    if size is not None and (min(size) < 32 or max(size) > 2048):
         raise UserError(f"--image-size {value!r}: expected N or HxW between 32 and 2048, e.g. 256 or 320x480")
-    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return size
 
 
 class JsonSink:
