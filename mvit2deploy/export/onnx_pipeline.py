@@ -12,6 +12,8 @@ import onnx
 import torch
 
 from . import ExportOptions, ExportResult, atomic_move, build_meta, raise_if_failed
+from .deploy import deploy_copy
+from .fuse import merge_pointwise_chains
 from .graphs import task_graph
 from .nms import append_nms
 from .optimize import check, simplify
@@ -37,10 +39,11 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
                          weights: Optional[Path], out_path: Path, step: Callable[[str], None],
                          t0: float) -> ExportResult:
     entry = model.zoo_entry
-    graph = task_graph(model, opts.seg_output)
+    graph = task_graph(model, opts.seg_output)  # the reference every export is validated against
     notes = []
     step("trace")
-    proto = export_graph(graph, size, opts.batch, opts.opset, graph.output_names)
+    proto = export_graph(task_graph(deploy_copy(model), opts.seg_output), size, opts.batch, opts.opset,
+                         graph.output_names)
     outputs = list(graph.output_names)
     if entry.task == "detection" and opts.nms:
         with torch.no_grad():
@@ -53,6 +56,7 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
         proto, warning = simplify(proto)
         if warning:
             notes.append(warning)
+        merge_pointwise_chains(proto)  # after onnxsim, which folds each BatchNorm into its conv
     meta = build_meta(opts, size, weights, outputs)
     if opts.precision == "fp16":
         step("fp16")
