@@ -83,6 +83,14 @@ class ArtifactMeta:
         return cls(**kw)
 
 
+def detection_options(nms: bool, score_threshold: float, iou_threshold: float,
+                      max_detections: int) -> Dict[str, object]:
+    """The detection entries of `ArtifactMeta.options`: one definition for exports and the PyTorch reference."""
+    # top_k_per_class: the official per-class cap before NMS, fixed (export/nms.py, models/box_ops.py)
+    return {"nms": nms, "score_threshold": score_threshold, "iou_threshold": iou_threshold,
+            "max_detections": max_detections, "top_k_per_class": 400}
+
+
 def default_preprocessing(entry, input_size: Tuple[int, int]) -> Preprocessing:
     """Evaluation preprocessing of a zoo entry at a chosen input size."""
     if entry.task == "classification":

@@ -25,8 +25,12 @@ import torch
 
 from .errors import UserError
 from .models.checkpoint import CheckpointError, load_into, read_state_dict
-from .models.zoo import ZOO_FILE, build_model, get_entry, list_models
+from .models.zoo import build_model, get_entry, list_models
 from .models.zoo import base_url as zoo_base_url
+
+
+# The project's top-level weights/ folder (beside the package in a checkout).
+PROJECT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 
 class WeightsError(UserError, RuntimeError):
@@ -35,7 +39,7 @@ class WeightsError(UserError, RuntimeError):
 
 def home() -> Path:
     env = os.environ.get("MVIT2DEPLOY_HOME")
-    return Path(env) if env else ZOO_FILE.parent / "cache"
+    return Path(env) if env else PROJECT_WEIGHTS / "cache"
 
 
 def lock_path() -> Path:

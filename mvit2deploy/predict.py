@@ -71,6 +71,8 @@ class NoInputs(UserError):
 class Failure:
     file: str
     error: str  # one line naming the file and the reason
+    # From collect_inputs: how many collected images come before it, so it is reported at its input position.
+    position: Optional[int] = None
     ok = False
 
     def to_json(self) -> dict:
@@ -147,19 +149,19 @@ def _under(path: Path, roots: Sequence[str]) -> bool:
     return any(real == r or real.startswith(r + os.sep) for r in roots)
 
 
-def _dir_entries(d: Path, recursive: bool, exclude: Sequence[str], seen_dirs: set) -> Tuple[List[Path], List[Failure]]:
-    found: List[Path] = []
-    bad: List[Failure] = []
+def _dir_entries(d: Path, recursive: bool, exclude: Sequence[str], seen_dirs: set) -> List[Union[Path, Failure]]:
+    """The folder's image files and failures, in name order (failures keep their place among the files)."""
+    found: List[Union[Path, Failure]] = []
     real = os.path.realpath(d)
     if real in seen_dirs:  # a symlink loop
-        return found, bad
+        return found
     seen_dirs.add(real)
     try:
         entries = sorted(os.scandir(d), key=lambda e: e.name)
     except PermissionError:
-        return found, [Failure(str(d), f"{d}: cannot list the folder (permission denied)")]
+        return [Failure(str(d), f"{d}: cannot list the folder (permission denied)")]
     except OSError as exc:
-        return found, [Failure(str(d), f"{d}: cannot list the folder ({exc.strerror or exc})")]
+        return [Failure(str(d), f"{d}: cannot list the folder ({exc.strerror or exc})")]
     for e in entries:
         if e.name.startswith("."):
             continue
@@ -172,15 +174,13 @@ def _dir_entries(d: Path, recursive: bool, exclude: Sequence[str], seen_dirs: se
             is_dir = False
         if is_dir:
             if recursive:
-                sub_found, sub_bad = _dir_entries(p, True, exclude, seen_dirs)
-                found += sub_found
-                bad += sub_bad
+                found += _dir_entries(p, True, exclude, seen_dirs)
             elif is_image_name(p):
-                bad.append(Failure(str(p), f"{p}: is a directory, not an image file"))
+                found.append(Failure(str(p), f"{p}: is a directory, not an image file"))
             continue
         if is_image_name(p):
             found.append(p)
-    return found, bad
+    return found
 
 
 def collect_inputs(inputs: Iterable[Union[str, Path]], recursive: bool = False,
@@ -188,14 +188,19 @@ def collect_inputs(inputs: Iterable[Union[str, Path]], recursive: bool = False,
     """INPUT arguments -> (image files in a deterministic order, one Failure per unusable argument).
 
     Order: the arguments' order; inside a directory or a glob, sorted by path. Duplicates are kept once.
+    Each failure's `position` is the number of images listed before it, so predict reports it in input order.
     """
     ex = [os.path.realpath(p) for p in exclude if p is not None]
     files: List[Path] = []
     failures: List[Failure] = []
     seen: set = set()
 
-    def add(paths: Iterable[Path]) -> None:
-        for p in paths:
+    def add(items: Iterable[Union[Path, Failure]]) -> None:
+        for p in items:
+            if isinstance(p, Failure):
+                p.position = len(files)
+                failures.append(p)
+                continue
             k = _key(p)
             if k not in seen:
                 seen.add(k)
@@ -207,39 +212,36 @@ def collect_inputs(inputs: Iterable[Union[str, Path]], recursive: bool = False,
         path = Path(arg)
         if os.path.lexists(arg):
             if path.is_dir():
-                found, bad = _dir_entries(path, recursive, ex, set())
-                failures += bad
-                if not found and not bad:
+                found = _dir_entries(path, recursive, ex, set())
+                if not found:
                     hint = "" if recursive or not any(
                         e.is_dir() for e in path.iterdir() if not e.name.startswith(".")) else \
                         " (it has sub-folders: add --recursive)"
-                    failures.append(Failure(arg, f"{arg}: no images in this folder (looked for {suffixes}){hint}"))
+                    found = [Failure(arg, f"{arg}: no images in this folder (looked for {suffixes}){hint}")]
                 add(found)
             else:
                 add([path])  # an explicit file is always tried, whatever its name
             continue
         if GLOB_CHARS & set(arg):
             matches = sorted(_glob.glob(arg, recursive=True))
-            found: List[Path] = []
+            found = []
             for m in matches:
                 p = Path(m)
                 if _under(p, ex):
                     continue
                 if p.is_dir():
                     if recursive:
-                        sub_found, sub_bad = _dir_entries(p, True, ex, set())
-                        found += sub_found
-                        failures += sub_bad
+                        found += _dir_entries(p, True, ex, set())
                     elif is_image_name(p):
-                        failures.append(Failure(m, f"{m}: is a directory, not an image file"))
+                        found.append(Failure(m, f"{m}: is a directory, not an image file"))
                 elif is_image_name(p):
                     found.append(p)
-            if not found:
+            if not any(isinstance(p, Path) for p in found):
                 why = "no files match this pattern" if not matches else "no image files match this pattern"
-                failures.append(Failure(arg, f"{arg}: {why}"))
+                found.append(Failure(arg, f"{arg}: {why}"))
             add(found)
             continue
-        failures.append(Failure(arg, f"{arg}: no such file or directory"))
+        add([Failure(arg, f"{arg}: no such file or directory")])
     return files, failures
 
 
@@ -394,10 +396,15 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
 
     if on_start is not None:
         on_start(summary.total)
-    for f in failures:
-        emit(f)
 
     slots: deque = deque()
+    # Input failures wait for their place: each goes before the image at its position (None: first).
+    early = deque(sorted(failures, key=lambda f: f.position or 0))
+
+    def place_failures(upto: int) -> None:
+        while early and (early[0].position or 0) <= upto:
+            slots.append(_Slot(early.popleft()))
+
     loads: deque = deque()
     todo = iter(enumerate(files_))
     window = max(2 * bs, bs + 2 * workers)
@@ -408,7 +415,7 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
             nxt = next(todo, None)
             if nxt is None:
                 return
-            loads.append((nxt[1], pool.submit(load, *nxt)))
+            loads.append((nxt[0], nxt[1], pool.submit(load, *nxt)))
 
     def run_batch(pool, items: List[Tuple[_Loaded, _Slot]]) -> None:
         x = np.stack([it.x for it, _ in items])
@@ -448,8 +455,9 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
     try:
         top_up(pool)
         while loads:
-            path, fut = loads.popleft()
+            index, path, fut = loads.popleft()
             top_up(pool)
+            place_failures(index)
             try:
                 item = fut.result()
             except BadImage as exc:
@@ -468,6 +476,7 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
                 run_batch(pool, pending)
                 pending = []
             drain(block=False)
+        place_failures(len(files_))
         drain(block=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

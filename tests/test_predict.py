@@ -17,12 +17,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fill import fill_state_dict  # tests/data, put on sys.path by conftest
+from mvit2deploy.artifact import detection_options
 from mvit2deploy.cli import app
-from mvit2deploy.export import ExportOptions, export
+from mvit2deploy.export import ExportOptions, build_meta, export
 from mvit2deploy.images import MIN_SIDE, Placement
 from mvit2deploy.models import build_model, get_entry
 from mvit2deploy.predict import collect_inputs, latest_export, next_run_dir, predict, unique_stems
 from mvit2deploy.runtime import open_session
+from mvit2deploy.runtime.torch_ref import TorchSession
 from mvit2deploy.tasks import draw
 from mvit2deploy.tasks import detection as det_task
 from mvit2deploy.tasks import segmentation as seg_task
@@ -367,6 +369,33 @@ def test_torch_runtime_needs_weights_or_random_init(tmp_path, monkeypatch):
     assert json_lines(r.stdout)[0]["runtime"] == "torch" and "random weights" in r.stderr
 
 
+def test_torch_reference_and_export_share_the_detection_options():
+    model_id = MODELS["detection"][0]
+    settings = dict(nms=False, score_threshold=0.4, iou_threshold=0.6, max_detections=50)
+    expected = detection_options(**settings)
+    meta = build_meta(ExportOptions(model_id=model_id, **settings), (64, 64), None, ["boxes", "scores"])
+    assert {k: v for k, v in meta.options.items() if k != "batch"} == expected
+    assert TorchSession(model_id, image_size=(64, 64), **settings).meta.options == expected
+
+
+def test_failed_inputs_keep_their_input_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    missing, empty = tmp_path / "missing.jpg", tmp_path / "empty_dir"
+    empty.mkdir()
+    order = [PHOTOS[0], missing, empty, PHOTOS[1]]
+    out = tmp_path / "out.jsonl"
+    # batch 2: the two photos share a batch, the failures between them must still wait for the first one
+    r = invoke([*order, "--runtime", "torch", "--model", "mobilevitv2-0.5", "--random-init", "--image-size", 64,
+                "--batch", 2, "--json", out])
+    assert r.exit_code == 1, r.output
+    recs = json_lines(out.read_text())
+    assert [x["file"] for x in recs] == [str(p) for p in order]
+    assert [x["ok"] for x in recs] == [True, False, False, True]
+    # the console lines come in the same order
+    pos = [r.output.index(str(p)) for p in order]
+    assert pos == sorted(pos), r.output
+
+
 # ---- library: inputs, batching, mapping back --------------------------------------------------------------------
 
 def test_collect_inputs_globs_dirs_order(tmp_path):
@@ -383,6 +412,8 @@ def test_collect_inputs_globs_dirs_order(tmp_path):
     files, bad = collect_inputs([str(tmp_path / "*.gif"), tmp_path / "c.txt"])
     assert [p.name for p in files] == ["c.txt"]  # an explicit file is always tried
     assert len(bad) == 1 and "no files match" in bad[0].error
+    files, bad = collect_inputs([tmp_path / "b.jpg", tmp_path / "nope.jpg", tmp_path / "a.PNG"])
+    assert [p.name for p in files] == ["b.jpg", "a.PNG"] and bad[0].position == 1  # reported between the two
     assert unique_stems([Path("a/x.jpg"), Path("b/x.png"), Path("x_2.jpg")]) == ["x", "x_2", "x_2_2"]
     assert next_run_dir(tmp_path / "runs") == tmp_path / "runs" / "1"
     assert next_run_dir(tmp_path / "runs") == tmp_path / "runs" / "2"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 
-from ..artifact import ArtifactMeta, default_preprocessing
+from ..artifact import ArtifactMeta, default_preprocessing, detection_options
 from ..errors import UserError
 from ..models import get_entry, load_model
 
@@ -135,8 +135,7 @@ def build_meta(opts: ExportOptions, size: Tuple[int, int], weights: Optional[Pat
     if entry.task == "segmentation":
         options["seg_output"] = opts.seg_output
     if entry.task == "detection":
-        options.update(nms=opts.nms, score_threshold=opts.score_threshold, iou_threshold=opts.iou_threshold,
-                       max_detections=opts.max_detections, top_k_per_class=400)
+        options.update(detection_options(opts.nms, opts.score_threshold, opts.iou_threshold, opts.max_detections))
     return ArtifactMeta(
         model_id=opts.model_id, task=entry.task, labels=entry.label_names, input_size=tuple(size),
         preprocessing=default_preprocessing(entry, size), precision=opts.precision, format=opts.format,

@@ -1,18 +1,20 @@
-"""The model zoo: `weights/zoo.json` read once, and `build_model` from an entry (configuration as data)."""
+"""The model zoo: `weights/zoo.json` read once, and `build_model` from an entry (configuration as data).
+
+`weights/zoo.json` is the file to edit; it ships inside the package as `mvit2deploy/data/zoo.json`, a byte-identical
+copy (tests/test_packaging.py checks both), so a wheel install finds it too. After editing, copy it over.
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
 from ..errors import UserError
 
-ZOO_FILE = Path(__file__).resolve().parents[2] / "weights" / "zoo.json"
 TASKS = ("classification", "segmentation", "detection")
 
 
@@ -46,7 +48,7 @@ class ZooEntry:
 
 @lru_cache(maxsize=1)
 def _zoo() -> Tuple[str, Dict[str, ZooEntry]]:
-    doc = json.loads(ZOO_FILE.read_text())
+    doc = json.loads(resources.files("mvit2deploy.data").joinpath("zoo.json").read_text(encoding="utf-8"))
     entries = {}
     for raw in doc["models"]:
         raw = dict(raw)

@@ -7,7 +7,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..artifact import ArtifactMeta, default_preprocessing
+from ..artifact import ArtifactMeta, default_preprocessing, detection_options
 from ..export.graphs import task_graph
 from ..models import get_entry, load_model
 from ..models.box_ops import postprocess
@@ -30,8 +30,7 @@ class TorchSession:
             "official" if weights else "random-init")
         options = {"seg_output": seg_output} if entry.task == "segmentation" else {}
         if entry.task == "detection":
-            options.update(nms=nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                           max_detections=max_detections, top_k_per_class=400)
+            options.update(detection_options(nms, score_threshold, iou_threshold, max_detections))
         outputs = {"classification": ["logits"], "segmentation": [seg_output],
                    "detection": ["boxes", "scores", "labels", "num_detections"] if nms else ["boxes", "scores"]}
         self.meta = ArtifactMeta(model_id=model_id, task=entry.task, labels=entry.label_names, input_size=size,
@@ -52,7 +51,8 @@ class TorchSession:
         n = len(images)
         res = {"boxes": np.zeros((n, m, 4), np.float32), "scores": np.zeros((n, m), np.float32),
                "labels": np.zeros((n, m), np.int64), "num_detections": np.zeros(n, np.int64)}
-        for i, det in enumerate(postprocess(boxes, scores, o["score_threshold"], o["iou_threshold"], max_detections=m)):
+        for i, det in enumerate(postprocess(boxes, scores, o["score_threshold"], o["iou_threshold"],
+                                            top_k_per_class=o["top_k_per_class"], max_detections=m)):
             k = len(det.scores)
             res["boxes"][i, :k] = det.boxes.clamp(0, 1).numpy()
             res["scores"][i, :k] = det.scores.numpy()
