@@ -5,7 +5,8 @@
 Weights: the deterministic filling rule of Apple's reference vectors (tests/data/fill.py, gain 1.25) —
 official checkpoints cannot be downloaded on this machine; latency does not depend on the values, and
 these weights give non-degenerate logits for the int8 agreement numbers. Timing: batch 1, fixed threads,
-warm-up, then rounds that interleave the three runtimes (so drift on a shared machine hits all alike);
+warm-up, then rounds that interleave the three runtimes (so drift on a shared machine hits all alike),
+with a pause before each block so that one runtime's idle threads never spin while the next is timed;
 median and p90 of the runtime call alone.
 """
 from __future__ import annotations
@@ -78,6 +79,9 @@ def main() -> None:
             timed(fn, 10)  # warm-up
         for _ in range(args.rounds):
             for name, fn in runners.items():
+                # let the previous runtime's idle threads (ORT's spinning workers, torch's OpenMP pool) go
+                # to sleep first, so that no runtime is measured while another one still holds a core
+                time.sleep(0.3)
                 times[name] += timed(fn, args.iters)
         # task-level agreement of int8 against fp32 over photo crops
         crops = sample_crops(res["fp32"].meta, args.crops, seed=123)

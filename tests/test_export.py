@@ -116,6 +116,17 @@ def test_reduced_precision_exports_validate(exported, model_id, precision):
         wq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
               and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[1]].dims) == 1]
         assert wq
+        # SiLU and the residual adds are quantised too, so ORT can keep u8 between layers (QLinearSigmoid/Mul/Add)
+        producer = {o: n.op_type for n in model.graph.node for o in n.output}
+        consumers = {}
+        for n in model.graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n.op_type)
+        for op in ("Sigmoid", "Add"):
+            nodes = [n for n in model.graph.node if n.op_type == op]
+            assert nodes and all(producer.get(n.input[0]) == "DequantizeLinear"
+                                 and consumers.get(n.output[0]) == ["QuantizeLinear"] for n in nodes
+                                 if model_id == CLS or op == "Sigmoid")
     checks = res.report.to_dict()["checks"]
     if model_id == CLS:
         assert checks["cosine"]["value"] >= (0.999 if precision == "fp16" else 0.98)
