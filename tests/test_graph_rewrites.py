@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import REFERENCE_MODELS, reference_state_dict
-from mvit2deploy.export.deploy import SpatialAttention, deploy_copy
+from mvit2deploy.export.deploy import TokenLayer, deploy_copy
 from mvit2deploy.export.fuse import merge_pointwise_chains
 from mvit2deploy.export.graphs import task_graph
 from mvit2deploy.export.optimize import simplify
 from mvit2deploy.export.to_onnx import export_graph
 from mvit2deploy.models import build_model, get_entry
-from mvit2deploy.models.mobilevitv2 import LinearSelfAttention
+from mvit2deploy.models.mobilevitv2 import LinearAttnFFN
 
 STEMS = {v: k for k, v in REFERENCE_MODELS.items()}
 
@@ -30,9 +30,9 @@ def filled(model_id: str) -> torch.nn.Module:
 def test_deploy_copy_is_the_same_function(model_id):
     model = filled(model_id)
     deployed = deploy_copy(model)
-    n_attn = sum(isinstance(m, LinearSelfAttention) for m in model.modules())
-    assert n_attn == 9 and sum(isinstance(m, SpatialAttention) for m in deployed.modules()) == n_attn
-    assert not any(isinstance(m, torch.nn.GroupNorm) and m.affine for m in deployed.modules())
+    n_layers = sum(isinstance(m, LinearAttnFFN) for m in model.modules())
+    assert n_layers == 9 and sum(isinstance(m, TokenLayer) for m in deployed.modules()) == n_layers
+    assert not any(isinstance(m, (LinearAttnFFN, torch.nn.GroupNorm)) for m in deployed.modules())
     x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref, out = model(x), deployed(x)

@@ -2,13 +2,15 @@
 
 1. No unfold/fold. cvnets rearranges the feature map into [B, d, P=4, N] patches so that the attention
    can pool over the N tokens of each in-patch position p. Every other op of the transformer (1x1 convs,
-   GroupNorm over everything, residual adds) does not care about token order, so the rewrite stays on the
-   [B, d, H, W] map and does the per-position pooling with a constant one-hot matrix M [H*W, 4] instead
-   (two small MatMuls), which removes both transposes (ONNX Runtime's slowest kernels per byte here).
+   GroupNorm over everything, residual adds) does not care about token order, so the rewrite keeps the
+   tokens in image order, channels last ([B*H*W, d]: the 1x1 convs become plain GEMMs), and does the
+   per-position pooling with a constant one-hot matrix M [H*W, 4] (two small MatMuls). Only two rank-4
+   transposes per block remain, which ORT's int8 NHWC convs absorb; the rank-5 unfold/fold transposes
+   and the NCHWc reorders around every transformer conv are gone.
 2. Pooled key. `context = sum_N(softmax(q) * K)` with `K = Wk x + bk` for every token; the softmax weights
    sum to 1, so it equals `Wk sum_N(softmax(q) * x) + bk`: d*d*4 multiply-adds instead of d*d*N.
-3. GroupNorm affine. Every GroupNorm(1) feeds 1x1 convs only (and the pooled key, which is linear in its
-   input with weights summing to 1), so gamma/beta fold into their weights and biases.
+3. GroupNorm affine. Every GroupNorm(1) feeds linear layers only (the pooled key is linear in its input
+   with weights summing to 1), so gamma/beta fold into their weights and biases.
 Only the exported copy is rewritten; every export is validated against the untouched cvnets-exact module.
 """
 from __future__ import annotations
@@ -21,37 +23,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.mobilevitv2 import PATCH, LinearSelfAttention, MobileViTBlockV2
+from ..models.mobilevitv2 import PATCH, LinearAttnFFN, MobileViTBlockV2
 
 
-class SpatialAttention(nn.Module):
-    """LinearSelfAttention on [B, d, H, W] (H, W even), pooling per in-patch position with a one-hot matrix."""
+def _linear(conv: nn.Conv2d, rows=slice(None)) -> nn.Linear:
+    """A 1x1 conv (or some of its output rows) as nn.Linear."""
+    weight = conv.weight.detach()[rows, :, 0, 0]
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    layer.weight.data = weight.clone()
+    layer.bias.data = conv.bias.detach()[rows].clone() if conv.bias is not None else torch.zeros(weight.shape[0])
+    return layer
 
-    def __init__(self, attn: LinearSelfAttention):
-        super().__init__()
-        d = attn.embed_dim
-        conv = attn.qkv_proj.block.conv
-        w, b = conv.weight.detach(), conv.bias.detach()
-        self.dim = d
-        self.qv = nn.Conv2d(d, 1 + d, 1)  # the query row and the value rows of qkv_proj
-        self.qv.weight.data = torch.cat([w[:1], w[1 + d:]])
-        self.qv.bias.data = torch.cat([b[:1], b[1 + d:]])
-        self.key = nn.Conv2d(d, d, 1)
-        self.key.weight.data = w[1:1 + d].clone()
-        self.key.bias.data = b[1:1 + d].clone()
-        self.out_proj = attn.out_proj
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, d, h, w = x.shape
-        positions = patch_positions(h, w)  # [H*W, 4], a constant of the traced graph
-        query, value = torch.split(self.qv(x), [1, d], dim=1)
-        # softmax over the tokens of each in-patch position (ph, pw) = (row % 2, column % 2)
-        q = query.reshape(b, h // PATCH, PATCH, w // PATCH, PATCH)
-        e = torch.exp(q - q.amax(dim=(1, 3), keepdim=True))
-        scores = (e / e.sum(dim=(1, 3), keepdim=True)).reshape(b, h * w, 1) * positions  # [B, HW, 4]
-        pooled = torch.matmul(x.reshape(b, d, h * w), scores).reshape(b, d, PATCH, PATCH)
-        context = torch.matmul(self.key(pooled).reshape(b, d, PATCH * PATCH), positions.t())
-        return self.out_proj(F.relu(value) * context.reshape(b, d, h, w))
+@torch.no_grad()
+def _fold_affine(norm: nn.GroupNorm, layers: Iterable[nn.Linear]) -> None:
+    """lin(gamma * n + beta) = (W * gamma) n + (W beta + b)."""
+    gamma, beta = norm.weight.double(), norm.bias.double()
+    for layer in layers:
+        w = layer.weight.double()
+        layer.bias.data = (w @ beta + layer.bias.double()).float()
+        layer.weight.data = (w * gamma[None, :]).float()
 
 
 def patch_positions(h: int, w: int) -> torch.Tensor:
@@ -60,20 +51,57 @@ def patch_positions(h: int, w: int) -> torch.Tensor:
     return F.one_hot((rows[:, None] * PATCH + cols[None, :]).reshape(-1), PATCH * PATCH).float()
 
 
-class SpatialBlock(nn.Module):
-    """MobileViTBlockV2 without unfold/fold; the GroupNorms are affine-free (folded into the convs)."""
+def whole_norm(t: torch.Tensor, batch: int, eps: float) -> torch.Tensor:
+    """GroupNorm(1) without affine over all tokens and channels of each image."""
+    return F.group_norm(t.reshape(batch, 1, -1), 1, eps=eps).reshape(t.shape)
+
+
+class TokenLayer(nn.Module):
+    """LinearAttnFFN on channels-last tokens [B*H*W, d] in image order."""
+
+    def __init__(self, layer: LinearAttnFFN):
+        super().__init__()
+        norm1, attn = layer.pre_norm_attn[0], layer.pre_norm_attn[1]
+        norm2, ffn1, ffn2 = layer.pre_norm_ffn[0], layer.pre_norm_ffn[1], layer.pre_norm_ffn[3]
+        d = attn.embed_dim
+        qkv = attn.qkv_proj.block.conv
+        self.dim, self.eps = d, (norm1.eps, norm2.eps)
+        self.query_value = _linear(qkv, torch.tensor([0, *range(1 + d, 1 + 2 * d)]))  # one GEMM, split after
+        self.key = _linear(qkv, slice(1, 1 + d))
+        self.out = _linear(attn.out_proj.block.conv)
+        self.ffn1, self.ffn2 = _linear(ffn1.block.conv), _linear(ffn2.block.conv)
+        _fold_affine(norm1, [self.query_value, self.key])
+        _fold_affine(norm2, [self.ffn1])
+
+    def forward(self, t: torch.Tensor, b: int, h: int, w: int, positions: torch.Tensor) -> torch.Tensor:
+        n = whole_norm(t, b, self.eps[0])
+        # softmax over the tokens of each in-patch position (ph, pw) = (row % 2, column % 2)
+        q, value = torch.split(self.query_value(n), [1, self.dim], dim=1)
+        q = q.reshape(b, h // PATCH, PATCH, w // PATCH, PATCH)
+        e = torch.exp(q - q.amax(dim=(1, 3), keepdim=True))
+        scores = (e / e.sum(dim=(1, 3), keepdim=True)).reshape(b, 1, h * w) * positions.t()  # [B, 4, HW]
+        pooled = torch.matmul(scores, n.reshape(b, h * w, self.dim))  # [B, 4, d]
+        context = torch.matmul(positions, self.key(pooled))  # [B, HW, d]
+        value = F.relu(value).reshape(b, h * w, self.dim)
+        t = t + self.out((value * context).reshape(-1, self.dim))
+        return t + self.ffn2(F.silu(self.ffn1(whole_norm(t, b, self.eps[1]))))
+
+
+class TokenBlock(nn.Module):
+    """MobileViTBlockV2: local conv -> channels-last tokens -> TokenLayers -> norm -> conv_proj."""
 
     def __init__(self, block: MobileViTBlockV2):
         super().__init__()
         self.local_rep, self.conv_proj = block.local_rep, block.conv_proj
-        self.layers = nn.ModuleList()
-        for layer in block.global_rep[:-1]:
-            attn = SpatialAttention(layer.pre_norm_attn[1])
-            ffn = layer.pre_norm_ffn
-            layer.pre_norm_attn = nn.Sequential(_fold_affine(layer.pre_norm_attn[0], [attn.qv, attn.key]), attn)
-            ffn[0] = _fold_affine(ffn[0], [ffn[1].block.conv])
-            self.layers.append(layer)
-        self.norm = _fold_affine(block.global_rep[-1], [self.conv_proj.block.conv])
+        self.layers = nn.ModuleList(TokenLayer(layer) for layer in block.global_rep[:-1])
+        norm = block.global_rep[-1]
+        self.eps = norm.eps
+        with torch.no_grad():  # the last norm's affine folds into conv_proj (1x1 conv, then its BatchNorm)
+            conv = self.conv_proj.block.conv
+            proj = _linear(conv)
+            _fold_affine(norm, [proj])
+            conv.weight.data = proj.weight.data[:, :, None, None]
+            conv.bias = nn.Parameter(proj.bias.data)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -81,32 +109,20 @@ class SpatialBlock(nn.Module):
             h, w = math.ceil(h / PATCH) * PATCH, math.ceil(w / PATCH) * PATCH
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=True)
         y = self.local_rep(x)
+        b, d = y.shape[:2]
+        positions = patch_positions(h, w)  # a constant of the traced graph
+        t = y.permute(0, 2, 3, 1).reshape(-1, d)
         for layer in self.layers:
-            y = layer(y)  # LinearAttnFFN.forward: pre-norm attention and FFN with residuals
-        return self.conv_proj(self.norm(y))
-
-
-@torch.no_grad()
-def _fold_affine(norm: nn.GroupNorm, convs: Iterable[nn.Conv2d]) -> nn.GroupNorm:
-    """conv(gamma * n + beta) = (W * gamma) n + (W beta + b) for 1x1 convs; returns the affine-free norm."""
-    gamma, beta = norm.weight.double(), norm.bias.double()
-    for conv in convs:
-        w = conv.weight.double()
-        bias = w[:, :, 0, 0] @ beta
-        if conv.bias is not None:
-            bias += conv.bias.double()
-        else:
-            conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
-        conv.weight.data = (w * gamma[None, :, None, None]).float()
-        conv.bias.data = bias.float()
-    return nn.GroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps, affine=False)
+            t = layer(t, b, h, w, positions)
+        y = whole_norm(t, b, self.eps).reshape(b, h, w, d).permute(0, 3, 1, 2)
+        return self.conv_proj(y)
 
 
 def deploy_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every MobileViTBlockV2 replaced by its SpatialBlock."""
+    """A copy of `model` with every MobileViTBlockV2 replaced by its TokenBlock."""
     model = copy.deepcopy(model).eval()
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, MobileViTBlockV2):
-                setattr(parent, name, SpatialBlock(child))
+                setattr(parent, name, TokenBlock(child))
     return model
