@@ -12,6 +12,7 @@ median and p90 of the runtime call alone.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -47,8 +48,8 @@ def main() -> None:
     ap.add_argument("--width", default="1.0")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--crops", type=int, default=100)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
@@ -74,6 +75,7 @@ def main() -> None:
         "onnxruntime int8": lambda: sessions["int8"].run(None, {"images": x}),
     }
     times = {k: [] for k in runners}
+    per_round = {k: [] for k in runners}  # the median of each block, for the spread of the ratios
     with torch.inference_mode():
         for fn in runners.values():
             timed(fn, 10)  # warm-up
@@ -82,7 +84,10 @@ def main() -> None:
                 # let the previous runtime's idle threads (ORT's spinning workers, torch's OpenMP pool) go
                 # to sleep first, so that no runtime is measured while another one still holds a core
                 time.sleep(0.3)
-                times[name] += timed(fn, args.iters)
+                timed(fn, 2)  # re-warm caches and clocks after the pause
+                block = timed(fn, args.iters)
+                times[name] += block
+                per_round[name].append(float(np.median(block)))
         # task-level agreement of int8 against fp32 over photo crops
         crops = sample_crops(res["fp32"].meta, args.crops, seed=123)
         f32 = np.concatenate([sessions["fp32"].run(None, {"images": crops[i:i + 10]})[0] for i in range(0, len(crops), 10)])
@@ -92,6 +97,11 @@ def main() -> None:
     top1 = float((f32.argmax(1) == i8.argmax(1)).mean())
     top5 = float(np.mean([len(set(np.argsort(-a)[:5]) & set(np.argsort(-b)[:5])) / 5 for a, b in zip(f32, i8)]))
     med = {k: float(np.median(v)) for k, v in times.items()}
+    rounds = {k: np.asarray(v) for k, v in per_round.items()}
+    spread = {
+        "fp32": rounds["torch eager fp32"] / rounds["onnxruntime fp32"],
+        "int8": rounds["onnxruntime fp32"] / rounds["onnxruntime int8"],
+    }
     p90 = {k: float(np.percentile(v, 90)) for k, v in times.items()}
     import onnx
 
@@ -100,7 +110,8 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {cpu_model()}, {torch.get_num_threads()} torch threads; "
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, onnx {onnx.__version__}; "
-        f"{args.rounds} interleaved rounds x {args.iters} runs each.",
+        f"{args.rounds} interleaved rounds x {args.iters} runs each; finished {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} "
+        f"UTC, load average {os.getloadavg()[0]:.2f}.",
         "",
         "| runtime | median ms | p90 ms | speed-up vs torch eager | artifact MB |",
         "|---|---|---|---|---|",
@@ -112,8 +123,10 @@ def main() -> None:
     lines += [
         "",
         f"- fp32 ONNX vs PyTorch eager: **{med['torch eager fp32'] / med['onnxruntime fp32']:.2f}x** faster "
+        f"(per round {spread['fp32'].min():.2f}-{spread['fp32'].max():.2f}x) "
         f"(fp32 max abs error vs eager on photo crops: {np.abs(f32[:10] - eager).max():.2e})",
-        f"- int8 vs fp32 ONNX: **{med['onnxruntime fp32'] / med['onnxruntime int8']:.2f}x** faster; over {len(crops)} "
+        f"- int8 vs fp32 ONNX: **{med['onnxruntime fp32'] / med['onnxruntime int8']:.2f}x** faster "
+        f"(per round {spread['int8'].min():.2f}-{spread['int8'].max():.2f}x); over {len(crops)} "
         f"crops of the sample photos: logits cosine mean {cos.mean():.4f} (min {cos.min():.4f}), "
         f"top-1 agreement {top1:.2%}, top-5 overlap {top5:.2%}",
     ]

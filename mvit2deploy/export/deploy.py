@@ -81,8 +81,8 @@ class TokenLayer(nn.Module):
         e = torch.exp(q - q.amax(dim=(1, 3), keepdim=True))
         scores = (e / e.sum(dim=(1, 3), keepdim=True)).reshape(b, 1, h * w) * positions.t()  # [B, 4, HW]
         pooled = torch.matmul(scores, n.reshape(b, h * w, self.dim))  # [B, 4, d]
-        context = torch.matmul(positions, self.key(pooled))  # [B, HW, d]
-        value = F.relu(value).reshape(b, h * w, self.dim)
+        context = self.key(pooled).reshape(b, 1, PATCH, 1, PATCH, self.dim)  # broadcast over the patches
+        value = F.relu(value).reshape(b, h // PATCH, PATCH, w // PATCH, PATCH, self.dim)
         t = t + self.out((value * context).reshape(-1, self.dim))
         return t + self.ffn2(F.silu(self.ffn1(whole_norm(t, b, self.eps[1]))))
 
