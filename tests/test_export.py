@@ -185,6 +185,15 @@ def test_random_init_needs_flag_and_is_recorded(tmp_path, monkeypatch):
     assert read_meta(res.path).source_file == "random-init"
 
 
+def test_int8_of_an_untrained_network_falls_back_to_min_max_ranges(tmp_path):
+    # a randomly initialised network has zero-range tensors that the percentile histograms refuse;
+    # `bench` exports such networks, so int8 must still work and say which ranges it used
+    res = export(ExportOptions(CLS, random_init=True, output=tmp_path / "r.onnx", image_size=(96, 96),
+                               precision="int8"))
+    assert res.report.passed and res.path.exists()
+    assert any("min-max, as percentile histograms failed" in w for w in res.warnings)
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(precision="int4"), "unsupported precision"),
     (dict(format="tflite"), "unsupported format"),

@@ -64,8 +64,8 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
     elif opts.precision == "int8":
         step("calibrate")
         batches, source = calibration_batches(opts, meta)
-        notes.append(f"int8 calibrated on {source}")
-        proto = to_int8(proto, list(batches))
+        proto, method = to_int8(proto, list(batches))
+        notes.append(f"int8 ranges: {method}; calibrated on {source}")
     check(proto)
     tmp = Path(tempfile.mkdtemp(prefix="mvit2deploy-"))
     written = []
