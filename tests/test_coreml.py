@@ -579,7 +579,10 @@ def test_macos_validation_detection_and_segmentation(det, det_raw, seg):
     opts, model, graph, wrapper = _twin(SEG, image_size=SEG_SIZE)
     rep = CoreMLReport("fp16")
     cm._validate_on_macos(FakeCoreML(wrapper, meta), meta, graph, wrapper, opts, rep, False)
-    assert rep.get("coreml_pixel_agree").value == 1.0 and rep.passed
+    # the stand-in runs one image at a time and the reference a batch, so float rounding may flip a tied
+    # pixel of this random network; every pixel where the reference is decisive must agree
+    assert rep.get("coreml_pixel_agree_decisive").value == 1.0 and rep.passed
+    assert rep.get("coreml_pixel_agree").value >= 0.9999
 
 
 def test_export_runs_numerical_validation_when_it_can(tmp_path, monkeypatch, cached_convert):
