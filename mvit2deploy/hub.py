@@ -1,6 +1,8 @@
 """The local checkpoint cache: where official weights live, and their recorded hashes.
 
-Cache folder: $MVIT2DEPLOY_HOME, else `weights/cache/` in the project. `weights.lock.json` beside
+Cache folder: $MVIT2DEPLOY_HOME, else `weights/cache/` in a source checkout (the editable install of
+setup.sh), else the user cache (`$XDG_CACHE_HOME` or ~/.cache, `/mvit2deploy/weights`: an installed wheel
+must never write into site-packages). `weights.lock.json` beside
 the files records each file's sha256 on first download/import and is checked on every use.
 Downloads use only urllib (no extra dependency); checkpoints are only read through `read_state_dict`
 (weights_only pickles / safetensors), so no file can run code.
@@ -39,7 +41,12 @@ class WeightsError(UserError, RuntimeError):
 
 def home() -> Path:
     env = os.environ.get("MVIT2DEPLOY_HOME")
-    return Path(env) if env else PROJECT_WEIGHTS / "cache"
+    if env:
+        return Path(env)
+    if (PROJECT_WEIGHTS.parent / "pyproject.toml").is_file():  # a source checkout
+        return PROJECT_WEIGHTS / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mvit2deploy" / "weights"
 
 
 def lock_path() -> Path:

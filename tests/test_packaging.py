@@ -36,13 +36,17 @@ def test_wheel_ships_the_manifest_and_an_install_finds_it(tmp_path):
     target = tmp_path / "site"
     subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
                    check=True, timeout=120)
-    code = ("import json; from mvit2deploy.models import zoo; "
-            "print(json.dumps([zoo.__file__, len(zoo.list_models()), zoo.get_entry('mobilevitv2-0.5').task]))")
+    code = ("import json; from mvit2deploy import hub; from mvit2deploy.models import zoo; "
+            "print(json.dumps([zoo.__file__, len(zoo.list_models()), zoo.get_entry('mobilevitv2-0.5').task, "
+            "str(hub.home())]))")
     # cwd and PYTHONPATH keep the checkout off sys.path; the installed copy is found before the editable finder.
-    env = dict(os.environ, PYTHONPATH=str(target))
+    env = dict(os.environ, PYTHONPATH=str(target), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    env.pop("MVIT2DEPLOY_HOME", None)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          check=True, timeout=120)
-    file, count, task = json.loads(out.stdout.strip().splitlines()[-1])
+    file, count, task, cache = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(file).is_relative_to(target)
     assert count == len(json.loads(MANIFEST.read_text())["models"])
     assert task == "classification"
+    # an installed wheel keeps downloaded weights in the user cache, never inside site-packages
+    assert Path(cache) == tmp_path / "xdg" / "mvit2deploy" / "weights"
