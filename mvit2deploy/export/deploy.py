@@ -3,8 +3,9 @@
 1. No unfold/fold. cvnets rearranges the feature map into [B, d, P=4, N] patches so that the attention
    can pool over the N tokens of each in-patch position p. Every other op of the transformer (1x1 convs,
    GroupNorm over everything, residual adds) does not care about token order, so the rewrite keeps the
-   tokens in image order, channels last ([B*H*W, d]: the 1x1 convs become plain GEMMs), and does the
-   per-position pooling with a constant one-hot matrix M [H*W, 4] (two small MatMuls). Only two rank-4
+   tokens in image order, channels last ([B*H*W, d]: the 1x1 convs become plain GEMMs), pools per position
+   with a constant one-hot matrix M [H*W, 4] (one small MatMul) and broadcasts the 4 context vectors back
+   over the 2x2 patch grid. Only two rank-4
    transposes per block remain, which ORT's int8 NHWC convs absorb; the rank-5 unfold/fold transposes
    and the NCHWc reorders around every transformer conv are gone.
 2. Pooled key. `context = sum_N(softmax(q) * K)` with `K = Wk x + bk` for every token; the softmax weights
