@@ -3,8 +3,9 @@
 MobileViTv2 has 1x1 projections (BN folded, no activation) feeding the next block's 1x1 expansion: the
 MobileViT block's `conv_proj` -> the next MV2 `exp_1x1`, and layer 1's `red_1x1` -> layer 2's `exp_1x1`.
 One merged 1x1 conv does the same maths with fewer multiply-adds whenever Cin*Cout < Cm*(Cin+Cout)
-(at width 1.0, 256 px: 220 M fewer, 12 % of the model). Products are taken in float64 and rounded once, so the result differs from the unfused graph only
-by float32 rounding (~1e-7 relative); the export validation checks it like any other graph.
+(at width 1.0, 256 px: 220 M fewer, 12 % of the model). Products are taken in float64 and rounded once,
+so the result differs from the unfused graph only by float32 rounding (~1e-7 relative); the export
+validation checks it like any other graph.
 """
 from __future__ import annotations
 
