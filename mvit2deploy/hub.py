@@ -26,6 +26,7 @@ from urllib.request import Request, urlopen
 import torch
 
 from .errors import UserError
+from .paths import user_cache_dir
 from .models.checkpoint import CheckpointError, load_into, read_state_dict
 from .models.zoo import build_model, get_entry, list_models
 from .models.zoo import base_url as zoo_base_url
@@ -45,8 +46,7 @@ def home() -> Path:
         return Path(env)
     if (PROJECT_WEIGHTS.parent / "pyproject.toml").is_file():  # a source checkout
         return PROJECT_WEIGHTS / "cache"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mvit2deploy" / "weights"
+    return user_cache_dir("weights")
 
 
 def lock_path() -> Path:

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
+from ..paths import user_cache_dir
 from . import stats
 
 RUNTIMES = ("torch", "onnxruntime", "ort-mobile", "coreml")
@@ -33,8 +34,7 @@ MAX_RUNS = 100_000
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mvit2deploy" / "bench"
+    return user_cache_dir("bench")
 
 
 @dataclass

@@ -32,18 +32,20 @@ def _linear(conv: nn.Conv2d, rows=slice(None)) -> nn.Linear:
     weight = conv.weight.detach()[rows, :, 0, 0]
     layer = nn.Linear(weight.shape[1], weight.shape[0])
     layer.weight.data = weight.clone()
-    layer.bias.data = conv.bias.detach()[rows].clone() if conv.bias is not None else torch.zeros(weight.shape[0])
+    layer.bias.data = conv.bias.detach()[rows].clone()  # the transformer's 1x1 convs all have biases
     return layer
 
 
 @torch.no_grad()
-def _fold_affine(norm: nn.GroupNorm, layers: Iterable[nn.Linear]) -> None:
-    """lin(gamma * n + beta) = (W * gamma) n + (W beta + b)."""
+def _fold_affine(norm: nn.GroupNorm, layers: Iterable[nn.Module]) -> None:
+    """layer(gamma * n + beta) = (W * gamma) n + (W beta + b), for nn.Linear and 1x1 nn.Conv2d."""
     gamma, beta = norm.weight.double(), norm.bias.double()
     for layer in layers:
-        w = layer.weight.double()
-        layer.bias.data = (w @ beta + layer.bias.double()).float()
-        layer.weight.data = (w * gamma[None, :]).float()
+        shape = layer.weight.shape
+        w = layer.weight.double().reshape(shape[0], -1)
+        bias = w @ beta + (layer.bias.double() if layer.bias is not None else 0.0)
+        layer.weight.data = (w * gamma[None, :]).float().reshape(shape)
+        layer.bias = nn.Parameter(bias.float())
 
 
 def patch_positions(h: int, w: int) -> torch.Tensor:
@@ -97,12 +99,7 @@ class TokenBlock(nn.Module):
         self.layers = nn.ModuleList(TokenLayer(layer) for layer in block.global_rep[:-1])
         norm = block.global_rep[-1]
         self.eps = norm.eps
-        with torch.no_grad():  # the last norm's affine folds into conv_proj (1x1 conv, then its BatchNorm)
-            conv = self.conv_proj.block.conv
-            proj = _linear(conv)
-            _fold_affine(norm, [proj])
-            conv.weight.data = proj.weight.data[:, :, None, None]
-            conv.bias = nn.Parameter(proj.bias.data)
+        _fold_affine(norm, [self.conv_proj.block.conv])  # 1x1 conv, then its BatchNorm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
