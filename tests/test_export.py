@@ -1,6 +1,7 @@
 """Issue 3: ONNX export — graph contract, metadata, validation, precisions, ORT format, reference vectors."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_detection_nms_contract(exported):
 
 @pytest.mark.parametrize("model_id", [CLS, SEG, DET])
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_reduced_precision_exports_validate(exported, model_id, precision):
+def test_reduced_precision_exports_validate(exported, model_id, precision, tmp_path):
     res = exported(model_id, precision)
     fp32 = exported(model_id)
     assert res.report.passed and read_meta(res.path).precision == precision
@@ -127,6 +128,14 @@ def test_reduced_precision_exports_validate(exported, model_id, precision):
             assert nodes and all(producer.get(n.input[0]) == "DequantizeLinear"
                                  and consumers.get(n.output[0]) == ["QuantizeLinear"] for n in nodes
                                  if model_id == CLS or op == "Sigmoid")
+        if model_id == CLS:  # ORT runs every conv and token GEMM as a channels-last QLinearConv
+            assert "Gemm" not in ops
+            optimized = ort_optimized(res.path, tmp_path)
+            kinds = Counter(n.op_type for n in optimized.graph.node)
+            assert kinds["QLinearConv"] == sum(n.op_type == "Conv" for n in model.graph.node) > 50
+            assert kinds["QGemm"] == 0 and kinds["Transpose"] <= 2  # only at the image input and the pooled output
+            assert all(a.i == 1 for n in optimized.graph.node if n.op_type == "QLinearConv"
+                       for a in n.attribute if a.name == "channels_last")
     checks = res.report.to_dict()["checks"]
     if model_id == CLS:
         assert checks["cosine"]["value"] >= (0.999 if precision == "fp16" else 0.98)
@@ -242,3 +251,11 @@ def test_cli_export_exit_codes(tmp_path):
     assert again.exit_code == 2 and "exists" in again.output and "Traceback" not in again.output
     bad = runner.invoke(app, ["export", CLS, "--random-init", "--image-size", "12x12x3"])
     assert bad.exit_code == 2 and "--image-size" in bad.output
+
+
+def ort_optimized(path: Path, tmp: Path) -> onnx.ModelProto:
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return onnx.load(so.optimized_model_filepath)

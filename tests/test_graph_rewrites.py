@@ -10,7 +10,7 @@ import torch
 
 from conftest import REFERENCE_MODELS, reference_state_dict
 from mvit2deploy.export.deploy import TokenLayer, deploy_copy
-from mvit2deploy.export.fuse import merge_pointwise_chains
+from mvit2deploy.export.fuse import gemms_as_pointwise_convs, merge_pointwise_chains
 from mvit2deploy.export.graphs import task_graph
 from mvit2deploy.export.optimize import simplify
 from mvit2deploy.export.to_onnx import export_graph
@@ -41,10 +41,18 @@ def test_deploy_copy_is_the_same_function(model_id):
     assert any(isinstance(m, torch.nn.GroupNorm) and m.affine for m in model.modules())
 
 
+def simplified(model: torch.nn.Module) -> onnx.ModelProto:
+    graph = task_graph(deploy_copy(model))
+    return simplify(export_graph(graph, (64, 64), None, 18, graph.output_names))[0]
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+
+
 def test_pointwise_merge_is_exact_and_counted():
     model = filled("mobilevitv2-0.5")
-    graph = task_graph(deploy_copy(model))
-    proto, _ = simplify(export_graph(graph, (64, 64), None, 18, graph.output_names))
+    proto = simplified(model)
     before = onnx.ModelProto()
     before.CopyFrom(proto)
     convs = sum(n.op_type == "Conv" for n in proto.graph.node)
@@ -54,9 +62,28 @@ def test_pointwise_merge_is_exact_and_counted():
     assert sum(n.op_type == "Conv" for n in proto.graph.node) == convs - 3
     onnx.checker.check_model(proto, full_check=True)
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
-    a, b = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-            .run(None, {"images": x})[0] for m in (before, proto))
+    a, b = run(before, x), run(proto, x)
     assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max())
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(b - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_gemms_become_channels_last_convs_for_int8():
+    model = filled("mobilevitv2-0.5")
+    proto = simplified(model)
+    before = onnx.ModelProto()
+    before.CopyFrom(proto)
+    gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]
+    reshapes, transposes = (sum(n.op_type == op for n in proto.graph.node) for op in ("Reshape", "Transpose"))
+    # 9 transformer layers x (query/value, key, out, ffn1, ffn2) and the classifier
+    assert len(gemms) == 9 * 5 + 1
+    assert gemms_as_pointwise_convs(proto) == len(gemms)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Gemm" not in ops and ops.count("Transpose") == transposes + 2 * len(gemms)
+    # two Reshapes per Gemm, less the pairs that collapsed into one
+    assert reshapes < ops.count("Reshape") < reshapes + 2 * len(gemms)
+    onnx.checker.check_model(proto, full_check=True)
+    x = np.random.default_rng(1).random((3, 3, 64, 64), dtype=np.float32)  # batch 3: the shapes stay dynamic
+    a, b = run(before, x), run(proto, x)
+    assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max())

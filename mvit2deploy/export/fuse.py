@@ -38,7 +38,7 @@ class _Graph:
     def add_const(self, name: str, value: np.ndarray) -> str:
         while name in self.init:
             name += "_"
-        t = numpy_helper.from_array(value.astype(np.float32), name)
+        t = numpy_helper.from_array(value.astype(np.float32 if value.dtype.kind == "f" else np.int64), name)
         self.g.initializer.append(t)
         self.init[name] = t
         return name
@@ -107,3 +107,62 @@ def _drop_unused(model: onnx.ModelProto, changed: int) -> int:
     return changed
 
 
+
+
+def gemms_as_pointwise_convs(model: onnx.ModelProto) -> int:
+    """Each token Gemm [M,K]x[K,N] (constant weights) becomes a 1x1 Conv between two Transposes.
+
+    For int8 only: ONNX Runtime runs a QDQ Gemm as QGemm, which at these shapes is ~1.7x slower than its
+    channels-last QLinearConv; its NHWC layout pass cancels the two Transposes against its own, leaving
+    Reshape -> QLinearConv(NHWC) -> Reshape. fp32 keeps the Gemms (there the NCHWc Conv would reorder).
+    """
+    g = _Graph(model)
+    changed = 0
+    for node in list(g.g.node):
+        if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx"):
+            continue
+        a = _attrs(node)
+        w = g.const(node.input[1])
+        has_bias = len(node.input) > 2 and node.input[2]
+        b = g.const(node.input[2]) if has_bias else None
+        if (w is None or (has_bias and (b is None or b.ndim != 1)) or a.get("transA", 0)
+                or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0):
+            continue
+        w = w if a.get("transB", 0) else w.T  # [N, K]
+        n_out, k = w.shape
+        name = node.name or node.output[0]
+        x, y = node.input[0], node.output[0]
+        shape_in = g.add_const(f"{name}_nhwc_shape", np.array([1, -1, 1, k]))
+        shape_out = g.add_const(f"{name}_tokens_shape", np.array([-1, n_out]))
+        conv_in = [f"{name}_nchw", g.add_const(f"{name}_w4", w[:, :, None, None])]
+        if has_bias:
+            conv_in.append(g.add_const(f"{name}_b", b))
+        make = onnx.helper.make_node
+        new = [make("Reshape", [x, shape_in], [f"{name}_nhwc"], name=f"{name}_to_nhwc"),
+               make("Transpose", [f"{name}_nhwc"], [f"{name}_nchw"], name=f"{name}_to_nchw", perm=[0, 3, 1, 2]),
+               make("Conv", conv_in, [f"{name}_conv"], name=f"{name}_conv"),
+               make("Transpose", [f"{name}_conv"], [f"{name}_conv_nhwc"], name=f"{name}_from_nchw", perm=[0, 2, 3, 1]),
+               make("Reshape", [f"{name}_conv_nhwc", shape_out], [y], name=f"{name}_to_tokens")]
+        at = list(g.g.node).index(node)
+        g.g.node.remove(node)
+        for i, n in enumerate(new):
+            g.g.node.insert(at + i, n)
+        changed += 1
+    _merge_reshape_chains(model)
+    return _drop_unused(model, changed)
+
+
+def _merge_reshape_chains(model: onnx.ModelProto) -> None:
+    """Reshape(Reshape(x, a), b) -> Reshape(x, b) when the inner one has no other use (one node less each;
+    the Gemm rewrite leaves such pairs wherever the token graph already had a Reshape)."""
+    g = _Graph(model)
+    producer = {o: n for n in g.g.node for o in n.output}
+    for node in list(g.g.node):
+        inner = producer.get(node.input[0]) if node.op_type == "Reshape" else None
+        shape = g.const(node.input[1]) if inner is not None else None
+        if (inner is None or inner.op_type != "Reshape" or shape is None or (shape == 0).any()
+                or g.only_consumer(inner.output[0]) is not node):
+            continue
+        node.input[0] = inner.input[0]
+        producer[inner.output[0]] = None
+        g.g.node.remove(inner)
