@@ -116,10 +116,11 @@ def main() -> None:
         "| runtime | median ms | p90 ms | speed-up vs torch eager | artifact MB |",
         "|---|---|---|---|---|",
     ]
-    size_mb = {"onnxruntime fp32": res["fp32"].size_bytes / 1e6, "onnxruntime int8": res["int8"].size_bytes / 1e6}
+    size_mb = {"onnxruntime fp32": f"{res['fp32'].size_bytes / 1e6:.1f}",
+               "onnxruntime int8": f"{res['int8'].size_bytes / 1e6:.1f}"}
     for k in runners:
         lines.append(f"| {k} | {med[k]:.2f} | {p90[k]:.2f} | {med['torch eager fp32'] / med[k]:.2f}x | "
-                     f"{size_mb.get(k, float('nan')):.1f} |")
+                     f"{size_mb.get(k, '-')} |")
     lines += [
         "",
         f"- fp32 ONNX vs PyTorch eager: **{med['torch eager fp32'] / med['onnxruntime fp32']:.2f}x** faster "
