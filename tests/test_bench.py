@@ -205,3 +205,48 @@ def test_cli_routing_and_errors(cache):
         res = runner.invoke(app, ["bench", "attention", "--help"])
         assert res.exit_code == 0 and "--tokens" in res.output, res.output
         assert "attention" in runner.invoke(app, ["bench", "--help"]).output
+
+
+def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
+    from mvit2deploy.bench import runner
+
+    calls = []
+
+    def fake_open(cfg, prepared, w, settings):
+        row = runner.BenchRow(status="", state="", reason=None, model=cfg.model, runtime=cfg.runtime,
+                              precision="fp32", image_size="8x8", height=8, width=8, pixels=64, batch=2,
+                              threads=1, weights="random", random_init=True)
+
+        def fn(x):
+            calls.append(cfg.runtime)
+            if cfg.runtime == "flaky" and calls.count("flaky") > 6:
+                raise RuntimeError("device lost\nsecond line")
+        return row, fn, object()
+
+    monkeypatch.setattr(runner, "_open", fake_open)
+    jobs = [(runner.Config(MODEL, rt, "fp32", (8, 8), 2), None, None) for rt in ("a", "b", "flaky")]
+    settings = _Settings(warmup=2, runs=7, rounds=3, round_pause_s=0.0, max_warmup_runs=0)
+    rows = runner.measure_interleaved(jobs, None, settings)
+    a, b, flaky = rows
+    # ceil(7 / 3) = 3 timed runs per round, each turn after 2 untimed runs; warm-up: first run + 2
+    assert a.state == b.state == runner.MEASURED and a.runs == b.runs == 9 and a.warmup_runs == 3
+    assert calls.count("a") == 3 + 3 * (2 + 3)
+    assert flaky.state == runner.FAILED and flaky.reason == "RuntimeError: device lost" and flaky.runs is None
+    assert a.fps == pytest.approx(2 * 1000.0 / a.mean_ms)
+    # turns: after the warm-ups, every round visits a, b, flaky in that order (flaky until it fails)
+    turns = [rt for i, rt in enumerate(calls) if i == 0 or calls[i - 1] != rt]
+    assert turns[:6] == ["a", "b", "flaky", "a", "b", "flaky"] and turns[6:] == ["a", "b", "a", "b"]
+
+
+def test_cli_bench_rounds(cache, tmp_path):
+    app, runner = _app(), CliRunner()
+    j, m = tmp_path / "r.json", tmp_path / "r.md"
+    res = runner.invoke(app, ["bench", MODEL, "--runtime", "torch,onnxruntime", "--image-size", "64", "--warmup", "1",
+                              "--runs", "4", "--rounds", "3", "--cache-dir", str(cache), "--json", str(j),
+                              "--markdown", str(m)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(j.read_text())
+    assert doc["settings"]["rounds"] == 3 and [r["runs"] for r in doc["rows"]] == [6, 6]  # ceil(4 / 3) x 3
+    assert "interleaved in 3 rounds" in m.read_text()
+    bad = runner.invoke(app, ["bench", MODEL, "--runtime", "torch", "--rounds", "0", "--cache-dir", str(cache)])
+    assert bad.exit_code == 2 and "--rounds" in bad.output

@@ -32,7 +32,8 @@ METHODOLOGY = [
     "Parity: the export-time validation of the benchmarked file against PyTorch (max abs error of the outputs and "
     "the task-level agreement: top-1 / pixel / detection match); 0 and 1 for the PyTorch reference itself.",
     "Configurations run one at a time in a fixed order (model, size, batch, runtime, precision), after all "
-    "exports are done.",
+    "exports are done; with `--rounds N` the configurations of one size and batch instead take turns: each warms "
+    "up, then in each of N rounds gets a 0.3 s pause, 2 untimed runs and its slice of the timed runs.",
 ]
 
 
@@ -74,6 +75,8 @@ def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
     versions = ", ".join(f"{k} {v[k]}" for k in v if v[k]) or "-"
     thread_env = "".join(f", {k}={v}" for k, v in (e.get("thread_env") or {}).items())
     runs = f"until {s['min_time']:g} s of timed runs" if s.get("min_time") else f"{s['runs']} timed runs"
+    if s.get("rounds", 1) > 1:
+        runs += f", interleaved in {s['rounds']} rounds per size and batch"
     return [("cpu", f"{e['cpu']} ({e['machine']}), {e['usable_cores']} usable of {e['logical_cores']} logical cores"),
             ("threads", f"{e['threads']} (inter-op 1)" + thread_env), ("os", str(e["os"])),
             ("python", str(e["python"])),

@@ -51,6 +51,8 @@ class BenchSettings:
     seed: int = 0  # of the input tensor
     max_warmup_runs: int = 200  # cap on extra warm-up runs while waiting for timings to settle
     max_warmup_s: float = 20.0  # cap on the settling phase, seconds
+    rounds: int = 1  # >1: the configurations of one size and batch take turns, each round a slice of the runs
+    round_pause_s: float = 0.3  # before each turn: idle threads of the previous runtime stop spinning
 
 
 @dataclass
@@ -336,8 +338,8 @@ def _parity(validation: Optional[dict], task: str) -> Dict[str, object]:
 
 # ----------------------------------------------------------------------------------------------- timing
 
-def time_runs(fn: Callable[[np.ndarray], object], x: np.ndarray, settings: BenchSettings) -> Dict[str, object]:
-    """First run (reported alone), warm-up until settled, then the timed runs. Only `fn(x)` is timed."""
+def warm_up(fn: Callable[[np.ndarray], object], x: np.ndarray, settings: BenchSettings) -> Dict[str, object]:
+    """First run (reported alone), then warm-up runs until the timings settle (or a cap)."""
     clock = time.perf_counter
     gc.collect()
     t = clock()
@@ -358,26 +360,35 @@ def time_runs(fn: Callable[[np.ndarray], object], x: np.ndarray, settings: Bench
             if len(warm) >= settings.warmup + settings.max_warmup_runs or clock() - start > settings.max_warmup_s:
                 ok = False
                 break
+    return {"first_run_ms": first_ms, "warmup_runs": 1 + len(warm), "warmup_settled": ok}
+
+
+def timed(fn: Callable[[np.ndarray], object], x: np.ndarray, runs: int, seconds: Optional[float],
+          at_least: int = 1) -> List[float]:
+    """Latencies (ms) of `runs` calls, or of calls for `seconds` (at least `at_least`); only `fn(x)` is timed."""
+    clock = time.perf_counter
     times: List[float] = []
     gc_enabled = gc.isenabled()
     gc.collect()
     gc.disable()  # as timeit does: no collector pauses inside the timed runs
     try:
-        if settings.min_time:
-            start = clock()
-            while (clock() - start < settings.min_time or len(times) < MIN_RUNS) and len(times) < MAX_RUNS:
-                t = clock()
-                fn(x)
-                times.append((clock() - t) * 1e3)
-        else:
-            for _ in range(settings.runs):
-                t = clock()
-                fn(x)
-                times.append((clock() - t) * 1e3)
+        start = clock()
+        while (len(times) < runs if seconds is None else
+               (clock() - start < seconds or len(times) < at_least) and len(times) < MAX_RUNS):
+            t = clock()
+            fn(x)
+            times.append((clock() - t) * 1e3)
     finally:
         if gc_enabled:
             gc.enable()
-    return {"first_run_ms": first_ms, "warmup_runs": 1 + len(warm), "warmup_settled": ok, **stats.summarize(times)}
+    return times
+
+
+def time_runs(fn: Callable[[np.ndarray], object], x: np.ndarray, settings: BenchSettings) -> Dict[str, object]:
+    """First run, warm-up until settled, then the timed runs, all of one configuration in a row."""
+    warm = warm_up(fn, x, settings)
+    times = timed(fn, x, settings.runs, settings.min_time, MIN_RUNS)
+    return {**warm, **stats.summarize(times)}
 
 
 def _ort_session(path: Path, runtime: str, threads: int):
@@ -410,8 +421,9 @@ def _coreml_refusal() -> Optional[str]:
     return None
 
 
-def measure(cfg: Config, prepared: _Prepared, w: Optional[_Weights], x: np.ndarray,
-            settings: BenchSettings) -> BenchRow:
+def _open(cfg: Config, prepared: _Prepared, w: Optional[_Weights], settings: BenchSettings):
+    """The row for `cfg` and a ready `fn(x)` with its session; fn is None when the row is already decided
+    (not runnable here, or failed)."""
     h, wd = cfg.size
     label = w.label if w else "?"
     row = BenchRow(status="", state="", reason=None, model=cfg.model, runtime=cfg.runtime, precision=cfg.precision,
@@ -427,11 +439,6 @@ def measure(cfg: Config, prepared: _Prepared, w: Optional[_Weights], x: np.ndarr
         for k, v in parity.items():
             setattr(row, k, v)
         row.parity_source = prepared.parity_source or "validation embedded in the artifact"
-
-    def done(state: str, reason: Optional[str] = None) -> BenchRow:
-        row.state, row.status, row.reason = state, MARK[state], reason
-        return row
-
     if cfg.runtime == "coreml":
         refusal = _coreml_refusal()
         if refusal is not None:
@@ -439,10 +446,9 @@ def measure(cfg: Config, prepared: _Prepared, w: Optional[_Weights], x: np.ndarr
                 refusal += f"; {prepared.error}"
             elif prepared.path is None:
                 refusal += "; not exported (--no-coreml-export)"
-            return done(NOT_RUNNABLE, refusal)
+            return _done(row, NOT_RUNNABLE, refusal), None, None
     if prepared.error:
-        return done(FAILED, prepared.error)
-    sess = None
+        return _done(row, FAILED, prepared.error), None, None
     try:
         if cfg.runtime == "torch":
             from ..runtime import open_session
@@ -451,31 +457,85 @@ def measure(cfg: Config, prepared: _Prepared, w: Optional[_Weights], x: np.ndarr
             sess = open_session(cfg.model, runtime="torch", threads=settings.threads, image_size=cfg.size,
                                 weights=w.torch_weights if w else None)
             row.session_ms = (time.perf_counter() - t) * 1e3
-            fn = sess.run
             row.parity_max_abs_err, row.parity_agreement, row.parity_passed = 0.0, 1.0, True
             row.parity_metric = AGREEMENT_METRIC.get(cfg.task)
             row.parity_source = "reference (PyTorch itself)"
-        elif cfg.runtime in ("onnxruntime", "ort-mobile"):
+            return row, sess.run, sess
+        if cfg.runtime in ("onnxruntime", "ort-mobile"):
             fn, row.session_ms, fixed, sess = _ort_session(prepared.path, cfg.runtime, settings.threads)
             if fixed is not None and fixed != cfg.batch:
-                return done(FAILED, f"the artifact has a fixed batch of {fixed}")
-        else:
-            from ..runtime import open_session
+                return _done(row, FAILED, f"the artifact has a fixed batch of {fixed}"), None, None
+            return row, fn, sess
+        from ..runtime import open_session
 
-            t = time.perf_counter()
-            sess = open_session(prepared.path, runtime="coreml", compute_units=settings.compute_units)
-            row.session_ms = (time.perf_counter() - t) * 1e3
-            fn = sess.run
+        t = time.perf_counter()
+        sess = open_session(prepared.path, runtime="coreml", compute_units=settings.compute_units)
+        row.session_ms = (time.perf_counter() - t) * 1e3
+        return row, sess.run, sess
+    except Exception as exc:
+        return _done(row, FAILED, _first_line(exc)), None, None
+
+
+def _done(row: BenchRow, state: str, reason: Optional[str] = None) -> BenchRow:
+    row.state, row.status, row.reason = state, MARK[state], reason
+    return row
+
+
+def _finish(row: BenchRow, timing: Dict[str, object]) -> BenchRow:
+    for k, v in timing.items():
+        setattr(row, k, v)
+    row.fps = row.batch * 1000.0 / row.mean_ms
+    return _done(row, MEASURED)
+
+
+def measure(cfg: Config, prepared: _Prepared, w: Optional[_Weights], x: np.ndarray,
+            settings: BenchSettings) -> BenchRow:
+    """One configuration, timed start to finish on its own."""
+    row, fn, sess = _open(cfg, prepared, w, settings)
+    if fn is None:
+        return row
+    try:
         timing = time_runs(fn, x, settings)
     except Exception as exc:
-        return done(FAILED, _first_line(exc))
+        return _done(row, FAILED, _first_line(exc))
     finally:
         del sess
         gc.collect()
-    for k, v in timing.items():
-        setattr(row, k, v)
-    row.fps = cfg.batch * 1000.0 / row.mean_ms
-    return done(MEASURED)
+    return _finish(row, timing)
+
+
+def measure_interleaved(jobs: Sequence[Tuple[Config, _Prepared, Optional[_Weights]]], x: np.ndarray,
+                        settings: BenchSettings) -> List[BenchRow]:
+    """Configurations of one input, timed in turns: each of `settings.rounds` rounds gives every one a slice of
+    its runs, after a pause and two untimed runs. Host drift (other tenants, clocks) then hits all alike, which
+    makes their ratios trustworthy on a shared machine; one-after-another rows are not."""
+    opened = [_open(cfg, prepared, w, settings) for cfg, prepared, w in jobs]
+    rows = [row for row, _, _ in opened]
+    fns = {i: fn for i, (_, fn, _) in enumerate(opened) if fn is not None}
+    warm: Dict[int, Dict[str, object]] = {}
+    times: Dict[int, List[float]] = {i: [] for i in fns}
+    per_round = -(-settings.runs // settings.rounds)
+    seconds = settings.min_time / settings.rounds if settings.min_time else None
+    try:
+        for step in range(settings.rounds + 1):  # step 0: first run and warm-up of each
+            for i in list(fns):
+                try:
+                    if step == 0:
+                        warm[i] = warm_up(fns[i], x, settings)
+                        continue
+                    time.sleep(settings.round_pause_s)
+                    fns[i](x)
+                    fns[i](x)
+                    times[i] += timed(fns[i], x, per_round, seconds)
+                except Exception as exc:
+                    _done(rows[i], FAILED, _first_line(exc))
+                    del fns[i]
+        for i in fns:
+            _finish(rows[i], {**warm[i], **stats.summarize(times[i])})
+    finally:
+        del opened, fns
+        gc.collect()
+    return rows
 
 
 def input_tensor(size: Tuple[int, int], batch: int, seed: int) -> np.ndarray:
@@ -504,8 +564,8 @@ def run_bench(models: Sequence[str], runtimes: Optional[Sequence[str]] = None, p
               settings: Optional[BenchSettings] = None, progress: Callable[[str], None] = lambda s: None,
               command: Optional[str] = None) -> BenchResult:
     settings = settings or BenchSettings()
-    if settings.threads < 1 or settings.warmup < 0 or settings.runs < 1:
-        raise UserError("--threads and --runs must be positive, --warmup not negative")
+    if settings.threads < 1 or settings.warmup < 0 or settings.runs < 1 or settings.rounds < 1:
+        raise UserError("--threads, --runs and --rounds must be positive, --warmup not negative")
     if settings.min_time is not None and settings.min_time <= 0:
         raise UserError("--min-time must be positive")
     t_start = time.perf_counter()
@@ -583,24 +643,34 @@ def _run(configs: List[Config], notes: List[str], settings: BenchSettings,
         prepared[i] = by_key[key]
     # phase 2: measurements, in plan order
     env = environment.collect(settings.threads, opset=_opset(prepared.values()))
-    rows: List[BenchRow] = []
-    inputs: Dict[Tuple, np.ndarray] = {}
+    rows: List[Optional[BenchRow]] = [None] * len(configs)
+    groups: Dict[Tuple, List[int]] = {}
     for i, cfg in enumerate(configs):
-        label = (f"[{i + 1}/{len(configs)}] {cfg.model} {cfg.runtime} {cfg.precision} "
-                 f"{cfg.size[0]}x{cfg.size[1]} batch {cfg.batch}")
-        progress(f"{label}: measuring")
-        if (cfg.size, cfg.batch) not in inputs:
-            inputs[(cfg.size, cfg.batch)] = input_tensor(cfg.size, cfg.batch, settings.seed)
-        row = measure(cfg, prepared[i], weights.get(cfg.model), inputs[(cfg.size, cfg.batch)], settings)
-        if cfg.artifact is not None:  # what the file's metadata says (a Core ML file may have none readable)
-            meta = metas.get(cfg.artifact)
-            row.model = meta.model_id if meta is not None else cfg.artifact.name
-            row.weights, row.random_init = (meta.source_file, meta.random_init) if meta is not None else ("?", False)
-        rows.append(row)
-        progress(f"{label}: {row.status} " + (f"p50 {row.p50_ms:.2f} ms, mean {row.mean_ms:.2f} ms"
-                                              if row.state == MEASURED else str(row.reason)))
+        groups.setdefault((cfg.size, cfg.batch) if settings.rounds > 1 else (i,), []).append(i)
+    for members in groups.values():
+        first = configs[members[0]]
+        x = input_tensor(first.size, first.batch, settings.seed)
+        labels = {i: (f"[{i + 1}/{len(configs)}] {configs[i].model} {configs[i].runtime} {configs[i].precision} "
+                      f"{configs[i].size[0]}x{configs[i].size[1]} batch {configs[i].batch}") for i in members}
+        if settings.rounds > 1:
+            progress(f"[{members[0] + 1}-{members[-1] + 1}/{len(configs)}] {first.size[0]}x{first.size[1]} batch "
+                     f"{first.batch}: {len(members)} configurations in {settings.rounds} interleaved rounds")
+            done = measure_interleaved([(configs[i], prepared[i], weights.get(configs[i].model)) for i in members],
+                                       x, settings)
+        else:
+            progress(f"{labels[members[0]]}: measuring")
+            done = [measure(first, prepared[members[0]], weights.get(first.model), x, settings)]
+        for i, row in zip(members, done):
+            cfg = configs[i]
+            if cfg.artifact is not None:  # what the file's metadata says (a Core ML file may have none readable)
+                meta = metas.get(cfg.artifact)
+                row.model = meta.model_id if meta is not None else cfg.artifact.name
+                row.weights, row.random_init = (meta.source_file, meta.random_init) if meta is not None else ("?", False)
+            rows[i] = row
+            progress(f"{labels[i]}: {row.status} " + (f"p50 {row.p50_ms:.2f} ms, mean {row.mean_ms:.2f} ms"
+                                                      if row.state == MEASURED else str(row.reason)))
     env["load_average_end"] = environment.load_average()
-    return rows, env
+    return [r for r in rows if r is not None], env
 
 
 def _opset(prepared) -> Optional[int]:

@@ -90,6 +90,9 @@ def run(
     warmup: int = typer.Option(10, "--warmup", help="Warm-up runs at least (then until timings settle); 0: none."),
     runs: int = typer.Option(50, "--runs", help="Timed runs per configuration."),
     min_time: Optional[float] = typer.Option(None, "--min-time", help="Time for S seconds instead of --runs."),
+    rounds: int = typer.Option(1, "--rounds",
+                               help="Interleave: the configurations of one size and batch take turns in N rounds, "
+                                    "each a slice of --runs/--min-time (fair ratios on a shared machine)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write environment + rows as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write the rows as CSV."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write environment + table as Markdown."),
@@ -113,7 +116,7 @@ def run(
     from ..bench import BenchSettings, default_cache_dir, run_bench
     from ..bench.report import print_result, write_outputs
 
-    settings = BenchSettings(threads=threads, warmup=warmup, runs=runs, min_time=min_time,
+    settings = BenchSettings(threads=threads, warmup=warmup, runs=runs, min_time=min_time, rounds=rounds,
                              cache_dir=cache_dir or default_cache_dir(), weights=weights,
                              compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed)
     if compute_units not in ("all", "cpu", "cpu_and_ne", "cpu_and_gpu"):
