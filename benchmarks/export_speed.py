@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "data"))
 from fill import fill_state_dict  # noqa: E402
 
 from mvit2deploy.bench.environment import cpu_model  # noqa: E402
+from mvit2deploy.bench.runner import timed as timed_calls  # noqa: E402
 from mvit2deploy.export import ExportOptions, export  # noqa: E402
 from mvit2deploy.export.validate import sample_crops  # noqa: E402
 from mvit2deploy.models import build_model, get_entry  # noqa: E402
@@ -35,12 +36,7 @@ from mvit2deploy.runtime.onnxruntime import session_options  # noqa: E402
 
 
 def timed(fn, n):
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
+    return timed_calls(lambda _: fn(), None, n, None)  # ms per call, collector paused
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import math
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +129,11 @@ def _reset_peak_rss() -> bool:
 
 
 def _time(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
+    from ..bench.runner import timed
+
     for _ in range(warmup):
         fn()
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+    return timed(lambda _: fn(), None, runs, None)
 
 
 def _torch_runner(layer: nn.Module, x: torch.Tensor) -> Callable[[], object]:
