@@ -236,6 +236,10 @@ def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
     # turns: after the warm-ups, every round visits a, b, flaky in that order (flaky until it fails)
     turns = [rt for i, rt in enumerate(calls) if i == 0 or calls[i - 1] != rt]
     assert turns[:6] == ["a", "b", "flaky", "a", "b", "flaky"] and turns[6:] == ["a", "b", "a", "b"]
+    # with --min-time: each round a slice of the time, never fewer than MIN_RUNS timed runs in all
+    settings = _Settings(warmup=0, runs=1, min_time=1e-6, rounds=2, round_pause_s=0.0)
+    a, b = runner.measure_interleaved(jobs[:2], None, settings)
+    assert a.runs == b.runs == 2 * 3 and runner.MIN_RUNS == 5  # ceil(5 / 2) per round
 
 
 def test_cli_bench_rounds(cache, tmp_path):

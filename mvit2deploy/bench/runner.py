@@ -516,6 +516,7 @@ def measure_interleaved(jobs: Sequence[Tuple[Config, _Prepared, Optional[_Weight
     times: Dict[int, List[float]] = {i: [] for i in fns}
     per_round = -(-settings.runs // settings.rounds)
     seconds = settings.min_time / settings.rounds if settings.min_time else None
+    at_least = -(-MIN_RUNS // settings.rounds)  # with --min-time, MIN_RUNS in all, as in one-after-another rows
     try:
         for step in range(settings.rounds + 1):  # step 0: first run and warm-up of each
             for i in list(fns):
@@ -526,7 +527,7 @@ def measure_interleaved(jobs: Sequence[Tuple[Config, _Prepared, Optional[_Weight
                     time.sleep(settings.round_pause_s)
                     fns[i](x)
                     fns[i](x)
-                    times[i] += timed(fns[i], x, per_round, seconds)
+                    times[i] += timed(fns[i], x, per_round, seconds, at_least)
                 except Exception as exc:
                     _done(rows[i], FAILED, _first_line(exc))
                     del fns[i]
