@@ -164,5 +164,4 @@ def _merge_reshape_chains(model: onnx.ModelProto) -> None:
                 or g.only_consumer(inner.output[0]) is not node):
             continue
         node.input[0] = inner.input[0]
-        producer[inner.output[0]] = None
         g.g.node.remove(inner)
