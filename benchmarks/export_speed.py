@@ -28,15 +28,11 @@ sys.path.insert(0, str(ROOT / "tests" / "data"))
 from fill import fill_state_dict  # noqa: E402
 
 from mvit2deploy.bench.environment import cpu_model  # noqa: E402
-from mvit2deploy.bench.runner import timed as timed_calls  # noqa: E402
+from mvit2deploy.bench.runner import take_turns, timed  # noqa: E402
 from mvit2deploy.export import ExportOptions, export  # noqa: E402
 from mvit2deploy.export.validate import sample_crops  # noqa: E402
 from mvit2deploy.models import build_model, get_entry  # noqa: E402
 from mvit2deploy.runtime.onnxruntime import session_options  # noqa: E402
-
-
-def timed(fn, n):
-    return timed_calls(lambda _: fn(), None, n, None)  # ms per call, collector paused
 
 
 def main() -> None:
@@ -66,24 +62,16 @@ def main() -> None:
     xt = torch.from_numpy(x)
 
     runners = {
-        "torch eager fp32": lambda: model(xt),
-        "onnxruntime fp32": lambda: sessions["fp32"].run(None, {"images": x}),
-        "onnxruntime int8": lambda: sessions["int8"].run(None, {"images": x}),
+        "torch eager fp32": lambda _: model(xt),
+        "onnxruntime fp32": lambda _: sessions["fp32"].run(None, {"images": x}),
+        "onnxruntime int8": lambda _: sessions["int8"].run(None, {"images": x}),
     }
-    times = {k: [] for k in runners}
-    per_round = {k: [] for k in runners}  # the median of each block, for the spread of the ratios
     with torch.inference_mode():
         for fn in runners.values():
-            timed(fn, 10)  # warm-up
-        for _ in range(args.rounds):
-            for name, fn in runners.items():
-                # let the previous runtime's idle threads (ORT's spinning workers, torch's OpenMP pool) go
-                # to sleep first, so that no runtime is measured while another one still holds a core
-                time.sleep(0.3)
-                timed(fn, 2)  # re-warm caches and clocks after the pause
-                block = timed(fn, args.iters)
-                times[name] += block
-                per_round[name].append(float(np.median(block)))
+            timed(fn, None, 10, None)  # warm-up
+        blocks = take_turns(runners, None, args.rounds, args.rounds * args.iters)  # ms per call, in interleaved blocks
+        times = {k: [t for block in v for t in block] for k, v in blocks.items()}
+        per_round = {k: [float(np.median(block)) for block in v] for k, v in blocks.items()}  # for the ratio spread
         # task-level agreement of int8 against fp32 over photo crops
         crops = sample_crops(res["fp32"].meta, args.crops, seed=123)
         f32 = np.concatenate([sessions["fp32"].run(None, {"images": crops[i:i + 10]})[0] for i in range(0, len(crops), 10)])

@@ -228,9 +228,9 @@ def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
     settings = _Settings(warmup=2, runs=7, rounds=3, round_pause_s=0.0, max_warmup_runs=0)
     rows = runner.measure_interleaved(jobs, None, settings)
     a, b, flaky = rows
-    # ceil(7 / 3) = 3 timed runs per round, each turn after 2 untimed runs; warm-up: first run + 2
-    assert a.state == b.state == runner.MEASURED and a.runs == b.runs == 9 and a.warmup_runs == 3
-    assert calls.count("a") == 3 + 3 * (2 + 3)
+    # 7 timed runs spread 3 + 2 + 2 over the rounds, each turn after 2 untimed runs; warm-up: first run + 2
+    assert a.state == b.state == runner.MEASURED and a.runs == b.runs == 7 and a.warmup_runs == 3
+    assert calls.count("a") == 3 + 3 * 2 + 7
     assert flaky.state == runner.FAILED and flaky.reason == "RuntimeError: device lost" and flaky.runs is None
     assert a.fps == pytest.approx(2 * 1000.0 / a.mean_ms)
     # turns: after the warm-ups, every round visits a, b, flaky in that order (flaky until it fails)
@@ -242,6 +242,23 @@ def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
     assert a.runs == b.runs == 2 * 3 and runner.MIN_RUNS == 5  # ceil(5 / 2) per round
 
 
+def test_take_turns_spreads_the_runs_over_the_rounds():
+    from mvit2deploy.bench.runner import take_turns
+
+    calls = []
+    blocks = take_turns({"x": lambda _: calls.append("x"), "y": lambda _: calls.append("y")}, None, rounds=4, runs=10,
+                        pause_s=0.0)
+    assert {k: [len(b) for b in v] for k, v in blocks.items()} == {"x": [3, 3, 2, 2], "y": [3, 3, 2, 2]}
+    assert calls == ["x"] * 5 + ["y"] * 5 + ["x"] * 5 + ["y"] * 5 + (["x"] * 4 + ["y"] * 4) * 2  # 2 untimed each turn
+    assert all(t >= 0 for v in blocks.values() for b in v for t in b)
+    assert [len(b) for b in take_turns({"x": lambda _: None}, None, rounds=5, runs=2, pause_s=0.0)["x"]] == [1, 1]
+
+    def broken(_):
+        raise ValueError("no")
+    with pytest.raises(ValueError):  # without a `failed` callback the error is the caller's
+        take_turns({"z": broken}, None, rounds=1, runs=1, pause_s=0.0)
+
+
 def test_cli_bench_rounds(cache, tmp_path):
     app, runner = _app(), CliRunner()
     j, m = tmp_path / "r.json", tmp_path / "r.md"
@@ -250,7 +267,7 @@ def test_cli_bench_rounds(cache, tmp_path):
                               "--markdown", str(m)])
     assert res.exit_code == 0, res.output
     doc = json.loads(j.read_text())
-    assert doc["settings"]["rounds"] == 3 and [r["runs"] for r in doc["rows"]] == [6, 6]  # ceil(4 / 3) x 3
+    assert doc["settings"]["rounds"] == 3 and [r["runs"] for r in doc["rows"]] == [4, 4]  # 2 + 1 + 1
     assert "interleaved in 3 rounds" in m.read_text()
     bad = runner.invoke(app, ["bench", MODEL, "--runtime", "torch", "--rounds", "0", "--cache-dir", str(cache)])
     assert bad.exit_code == 2 and "--rounds" in bad.output

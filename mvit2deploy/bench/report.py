@@ -31,9 +31,10 @@ METHODOLOGY = [
     "batch * 1000 / mean ms.",
     "Parity: the export-time validation of the benchmarked file against PyTorch (max abs error of the outputs and "
     "the task-level agreement: top-1 / pixel / detection match); 0 and 1 for the PyTorch reference itself.",
-    "Configurations run one at a time in a fixed order (model, size, batch, runtime, precision), after all "
-    "exports are done; with `--rounds N` the configurations of one size and batch instead take turns: each warms "
-    "up, then in each of N rounds gets a 0.3 s pause, 2 untimed runs and its slice of the timed runs.",
+    "Order: all exports first; then the configurations of one size and batch take turns (`--rounds N`, default 5): "
+    "each warms up, then in each of N rounds gets a 0.3 s pause, 2 untimed runs and its share of the timed runs, so "
+    "host drift hits them all alike. `--rounds 1`: one configuration after another, in a fixed order (model, size, "
+    "batch, runtime, precision).",
 ]
 
 

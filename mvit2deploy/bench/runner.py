@@ -51,7 +51,7 @@ class BenchSettings:
     seed: int = 0  # of the input tensor
     max_warmup_runs: int = 200  # cap on extra warm-up runs while waiting for timings to settle
     max_warmup_s: float = 20.0  # cap on the settling phase, seconds
-    rounds: int = 1  # >1: the configurations of one size and batch take turns, each round a slice of the runs
+    rounds: int = 5  # the configurations of one size and batch take turns, each round a share of the runs (1: in a row)
     round_pause_s: float = 0.3  # before each turn: idle threads of the previous runtime stop spinning
 
 
@@ -504,35 +504,56 @@ def measure(cfg: Config, prepared: _Prepared, w: Optional[_Weights], x: np.ndarr
     return _finish(row, timing)
 
 
+def take_turns(fns: Dict[object, Callable[[np.ndarray], object]], x: np.ndarray, rounds: int, runs: int,
+               seconds: Optional[float] = None, min_runs: int = 1, pause_s: float = 0.3,
+               failed: Optional[Callable[[object, BaseException], None]] = None) -> Dict[object, List[List[float]]]:
+    """Timed blocks in turns: in each round every `fn` gets a pause (so the previous runtime's idle threads
+    stop spinning and none is measured while another still holds a core), two untimed runs, then its share
+    of the timed runs: `runs` in all, spread evenly over the rounds, or with `seconds`, a 1/rounds slice of
+    that time (and at least `min_runs` in all). Returns each key's blocks, one list of ms per round. A `fn`
+    that raises leaves the turns and is reported to `failed` (re-raised when there is none)."""
+    live = dict(fns)
+    blocks: Dict[object, List[List[float]]] = {k: [] for k in live}
+    for r in range(rounds):
+        share = runs // rounds + (r < runs % rounds)
+        if seconds is None and share == 0:
+            break
+        for k in list(live):
+            try:
+                time.sleep(pause_s)
+                live[k](x)
+                live[k](x)
+                blocks[k].append(timed(live[k], x, share, None if seconds is None else seconds / rounds,
+                                       -(-min_runs // rounds)))
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed(k, exc)
+                del live[k]
+    return blocks
+
+
 def measure_interleaved(jobs: Sequence[Tuple[Config, _Prepared, Optional[_Weights]]], x: np.ndarray,
                         settings: BenchSettings) -> List[BenchRow]:
     """Configurations of one input, timed in turns: each of `settings.rounds` rounds gives every one a slice of
-    its runs, after a pause and two untimed runs. Host drift (other tenants, clocks) then hits all alike, which
-    makes their ratios trustworthy on a shared machine; one-after-another rows are not."""
+    its runs (`take_turns`). Host drift (other tenants, clocks) then hits all alike, which makes their ratios
+    trustworthy on a shared machine; one-after-another rows are not."""
     opened = [_open(cfg, prepared, w, settings) for cfg, prepared, w in jobs]
     rows = [row for row, _, _ in opened]
     fns = {i: fn for i, (_, fn, _) in enumerate(opened) if fn is not None}
     warm: Dict[int, Dict[str, object]] = {}
-    times: Dict[int, List[float]] = {i: [] for i in fns}
-    per_round = -(-settings.runs // settings.rounds)
-    seconds = settings.min_time / settings.rounds if settings.min_time else None
-    at_least = -(-MIN_RUNS // settings.rounds)  # with --min-time, MIN_RUNS in all, as in one-after-another rows
     try:
-        for step in range(settings.rounds + 1):  # step 0: first run and warm-up of each
-            for i in list(fns):
-                try:
-                    if step == 0:
-                        warm[i] = warm_up(fns[i], x, settings)
-                        continue
-                    time.sleep(settings.round_pause_s)
-                    fns[i](x)
-                    fns[i](x)
-                    times[i] += timed(fns[i], x, per_round, seconds, at_least)
-                except Exception as exc:
-                    _done(rows[i], FAILED, _first_line(exc))
-                    del fns[i]
-        for i in fns:
-            _finish(rows[i], {**warm[i], **stats.summarize(times[i])})
+        for i in list(fns):  # first run and warm-up of each, before any turn
+            try:
+                warm[i] = warm_up(fns[i], x, settings)
+            except Exception as exc:
+                _done(rows[i], FAILED, _first_line(exc))
+                del fns[i]
+        blocks = take_turns(fns, x, settings.rounds, settings.runs, settings.min_time, MIN_RUNS,
+                            settings.round_pause_s, lambda i, exc: _done(rows[i], FAILED, _first_line(exc)))
+        for i, runs in blocks.items():
+            if rows[i].state != FAILED:
+                _finish(rows[i], {**warm[i], **stats.summarize([t for block in runs for t in block])})
     finally:
         del opened, fns
         gc.collect()

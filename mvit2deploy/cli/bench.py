@@ -90,9 +90,9 @@ def run(
     warmup: int = typer.Option(10, "--warmup", help="Warm-up runs at least (then until timings settle); 0: none."),
     runs: int = typer.Option(50, "--runs", help="Timed runs per configuration."),
     min_time: Optional[float] = typer.Option(None, "--min-time", help="Time for S seconds instead of --runs."),
-    rounds: int = typer.Option(1, "--rounds",
-                               help="Interleave: the configurations of one size and batch take turns in N rounds, "
-                                    "each a slice of --runs/--min-time (fair ratios on a shared machine)."),
+    rounds: int = typer.Option(5, "--rounds",
+                               help="The configurations of one size and batch take turns in N rounds, each a "
+                                    "share of --runs/--min-time, so host drift hits all alike; 1: one after another."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write environment + rows as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write the rows as CSV."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write environment + table as Markdown."),
