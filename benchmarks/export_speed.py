@@ -2,19 +2,15 @@
 
     .venv/bin/python benchmarks/export_speed.py --width 1.0 --size 256 --threads 2 --markdown docs/benchmarks-export.md
 
-Weights: the deterministic filling rule of Apple's reference vectors (tests/data/fill.py, gain 1.25) —
-official checkpoints cannot be downloaded on this machine; latency does not depend on the values, and
-these weights give non-degenerate logits for the int8 agreement numbers. Timing: batch 1, fixed threads,
+Weights: filled by the deterministic rule of Apple's reference vectors (benchmarks/common.py). Timing: batch 1, fixed threads,
 warm-up, then rounds that interleave the three runtimes (so drift on a shared machine hits all alike),
 with a pause before each block so that one runtime's idle threads never spin while the next is timed;
 median and p90 of the runtime call alone.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,39 +19,29 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "data"))
-from fill import fill_state_dict  # noqa: E402
+from common import filled_model, timing_parser  # this folder, on sys.path when run as a script
 
-from mvit2deploy.bench.environment import cpu_model  # noqa: E402
-from mvit2deploy.bench.runner import take_turns, timed  # noqa: E402
-from mvit2deploy.export import ExportOptions, export  # noqa: E402
-from mvit2deploy.export.validate import sample_crops  # noqa: E402
-from mvit2deploy.models import build_model, get_entry  # noqa: E402
-from mvit2deploy.runtime.onnxruntime import session_options  # noqa: E402
+from mvit2deploy.bench.environment import cpu_model
+from mvit2deploy.bench.runner import take_turns, timed
+from mvit2deploy.export import ExportOptions, export
+from mvit2deploy.export.validate import sample_crops
+from mvit2deploy.runtime.onnxruntime import session_options
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--width", default="1.0")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--iters", type=int, default=10)
+    ap = timing_parser(__doc__.splitlines()[0])
     ap.add_argument("--crops", type=int, default=100)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model_id = f"mobilevitv2-{args.width}"
     tmp = Path(tempfile.mkdtemp())
-    model = build_model(get_entry(model_id))
+    model = filled_model(model_id)
     ckpt = tmp / "filled.pt"
-    torch.save(fill_state_dict([(k, list(v.shape)) for k, v in model.state_dict().items()]), ckpt)
+    torch.save(model.state_dict(), ckpt)
     size = (args.size, args.size)
     res = {p: export(ExportOptions(model_id, weights=ckpt, output=tmp / f"{p}.onnx", image_size=size, precision=p))
            for p in ("fp32", "int8")}
-    model.load_state_dict(torch.load(ckpt, weights_only=True))
-    model.eval()
     sessions = {p: ort.InferenceSession(str(r.path), session_options(args.threads), providers=["CPUExecutionProvider"])
                 for p, r in res.items()}
     x = sample_crops(res["fp32"].meta, 1, seed=7)

@@ -10,8 +10,6 @@ are timed in interleaved rounds in one process (`bench.runner.take_turns`), so h
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -22,21 +20,18 @@ import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "data"))
-from fill import fill_state_dict  # noqa: E402
+from common import filled_model, timing_parser  # this folder, on sys.path when run as a script
 
-from mvit2deploy.bench.environment import cpu_model  # noqa: E402
-from mvit2deploy.bench.runner import take_turns, timed  # noqa: E402
-from mvit2deploy.export import ExportOptions, build_meta, deploy  # noqa: E402
-from mvit2deploy.export.fuse import merge_pointwise_chains  # noqa: E402
-from mvit2deploy.export.graphs import task_graph  # noqa: E402
-from mvit2deploy.export.onnx_pipeline import calibration_batches  # noqa: E402
-from mvit2deploy.export.optimize import simplify  # noqa: E402
-from mvit2deploy.export.precision import to_int8  # noqa: E402
-from mvit2deploy.export.to_onnx import export_graph  # noqa: E402
-from mvit2deploy.models import build_model, get_entry  # noqa: E402
-from mvit2deploy.runtime.onnxruntime import session_options  # noqa: E402
+from mvit2deploy.bench.environment import cpu_model
+from mvit2deploy.bench.runner import take_turns, timed
+from mvit2deploy.export import ExportOptions, build_meta, deploy
+from mvit2deploy.export.fuse import merge_pointwise_chains
+from mvit2deploy.export.graphs import task_graph
+from mvit2deploy.export.onnx_pipeline import calibration_batches
+from mvit2deploy.export.optimize import simplify
+from mvit2deploy.export.precision import to_int8
+from mvit2deploy.export.to_onnx import export_graph
+from mvit2deploy.runtime.onnxruntime import session_options
 
 IDENTITY = staticmethod(lambda x, *args, **kwargs: x)
 
@@ -59,17 +54,9 @@ def without_instance_norm(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--width", default="1.0")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--iters", type=int, default=10)
-    args = ap.parse_args()
+    args = timing_parser(__doc__.splitlines()[0]).parse_args()
     model_id = f"mobilevitv2-{args.width}"
-    model = build_model(get_entry(model_id))
-    model.load_state_dict(fill_state_dict([(k, list(v.shape)) for k, v in model.state_dict().items()]))
-    model.eval()
+    model = filled_model(model_id)
     opts = ExportOptions(model_id, image_size=(args.size, args.size), precision="int8")
     calibration, _ = calibration_batches(opts, build_meta(opts, (args.size, args.size), None, ["logits"]))
     graphs = {"full int8 graph": int8_graph(model, args.size, calibration)}
