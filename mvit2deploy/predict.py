@@ -59,6 +59,9 @@ from .images import IMAGE_SUFFIXES, BadImage, Placement, load_image, preprocess
 
 GLOB_CHARS = frozenset("*?[")
 RUNS_DIR = Path("runs") / "predict"
+# What save_pictures names each image's pictures (tasks/segmentation.py, tasks/detection.py), so that a run can
+# find the ones an earlier run left before it overwrites any.
+PICTURE_SUFFIXES = {"segmentation": ("_mask.png", "_overlay.png"), "detection": ("_det.png",)}
 
 
 class NoInputs(UserError):
@@ -272,6 +275,13 @@ def unique_stems(files: Sequence[Path]) -> List[str]:
     return out
 
 
+def existing_pictures(files: Sequence[Path], task: str, save_dir: Union[str, Path]) -> List[Path]:
+    """The pictures of `files` that already exist in save_dir (an earlier run's), in input order."""
+    return [p for stem in unique_stems(files) for p in (Path(save_dir) / f"{stem}{sfx}"
+                                                         for sfx in PICTURE_SUFFIXES.get(task, ()))
+            if os.path.lexists(p)]
+
+
 def latest_export(folder: Union[str, Path]) -> Optional[Path]:
     """The newest (by modification time) .onnx / .ort artifact in `folder`, or None."""
     folder = Path(folder)
@@ -332,13 +342,15 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
             save_dir: Optional[Union[str, Path]] = None, score_threshold: Optional[float] = None,
             recursive: bool = False, workers: Optional[int] = None,
             on_result: Optional[Callable[[Record], None]] = None, on_start: Optional[Callable[[int], None]] = None,
-            keep_records: bool = False, files: Optional[Tuple[List[Path], List[Failure]]] = None) -> Summary:
+            keep_records: bool = False, files: Optional[Tuple[List[Path], List[Failure]]] = None,
+            overwrite: bool = True) -> Summary:
     """Run `session` over every image of `inputs`.
 
     batch: images per session.run (a session with a fixed batch size always gets exactly that many; the last
     batch is padded). save_dir: where segmentation / detection pictures go (None: no pictures). on_start(total)
     is called once, on_result(record) once per input in input order, both from the calling thread.
     files: an already collected (files, failures) pair (see collect_inputs) instead of collecting `inputs`.
+    overwrite=False: raise UserError before any inference when a picture of this run already exists in save_dir.
     Raises NoInputs (exit 2) when no input names an image file.
     """
     meta = session.meta
@@ -356,6 +368,13 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
     workers = max(1, int(workers or default_workers()))
     pictures = save_dir is not None and meta.task in tasks.PICTURE_TASKS
     stems = unique_stems(files_)
+    if pictures and not overwrite:
+        clashes = existing_pictures(files_, meta.task, save_dir)
+        if clashes:
+            what = f"{clashes[0].name} and {len(clashes) - 1} more pictures already exist" if len(clashes) > 1 \
+                else f"{clashes[0].name} already exists"
+            raise UserError(f"--save-dir {save_dir}: {what} from an earlier run (--force overwrites, or choose "
+                            "another --save-dir)")
     timing = Timing()
     summary = Summary(total=len(files_) + len(failures), ok=0, failed=0, timing=timing, batch=bs, workers=workers,
                       save_dir=save_dir if pictures else None)

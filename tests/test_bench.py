@@ -2,7 +2,9 @@
 import csv
 import json
 import math
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -141,6 +143,9 @@ def test_plan_order_and_errors():
         plan([MODEL], None, ["bf16"], None, [1])
     with pytest.raises(UserError):
         plan(["no-such-model"], None, ["fp32"], None, [1])
+    for size in ((16, 16), (64, 4096), (0, 0)):  # export's range, refused before anything is exported
+        with pytest.raises(UserError, match="out of range"):
+            plan([MODEL], None, None, [(64, 64), size], [1])
 
 
 def test_given_artifact(result):
@@ -152,6 +157,19 @@ def test_given_artifact(result):
     assert all(r.model == MODEL and r.image_size == "64x64" and r.random_init and r.parity_agreement is not None
                for r in res.rows)
     assert any(s["runtime"] == "torch" for s in res.skipped)
+
+
+def test_artifact_options_must_match_the_file(result):
+    onnx_file = next(r.artifact for r in result.rows if r.runtime == "onnxruntime" and r.precision == "fp32")
+    for precisions, sizes in ((["int8"], None), (None, [(256, 256)]), (["fp32"], [(128, 128)])):
+        with pytest.raises(UserError, match="artifact is fp32 64x64; --precision and --image-size apply to model"):
+            plan([onnx_file], None, precisions, sizes, [1])
+    # the file's own values among those asked for (e.g. beside a model id's sweep): benched as it is
+    configs, _, _ = plan([MODEL, onnx_file], ["onnxruntime"], ["fp32", "int8"], [(64, 64), (96, 96)], [1])
+    assert [(c.precision, c.size) for c in configs if c.artifact] == [("fp32", (64, 64))] and len(configs) == 5
+    res = CliRunner().invoke(_app(), ["bench", onnx_file, "--precision", "int8", "--image-size", "256"])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "fp32 64x64" in lines[0], res.output
 
 
 def test_failed_export_is_a_row(tmp_path, monkeypatch):
@@ -186,11 +204,42 @@ def test_cli_bench_and_sweep(cache, tmp_path):
     assert "random" in res.output and "p50 ms" in res.output
     # a size sweep on the PyTorch reference (no exports): slope printed, PNG written
     res = runner.invoke(app, ["bench", MODEL, "--runtime", "torch", "--image-size", "64,96,128", "--warmup", "1",
-                              "--runs", "3", "--cache-dir", str(cache), "--plot", str(png), "--json", str(j)])
+                              "--runs", "3", "--cache-dir", str(cache), "--plot", str(png), "--json", str(j),
+                              "--force"])  # r.json from the run above
     assert res.exit_code == 0, res.output
     assert "slope" in res.output and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc = json.loads(j.read_text())
     assert [r["pixels"] for r in doc["rows"]] == [4096, 9216, 16384] and len(doc["slopes"]) == 1
+
+
+def test_cli_outputs_checked_up_front(tmp_path):
+    app, runner = _app(), CliRunner()
+    cache, j, png = tmp_path / "cache", tmp_path / "r.json", tmp_path / "r.png"
+    base = ["bench", MODEL, "--runtime", "torch,onnxruntime", "--warmup", "1", "--runs", "3", "--cache-dir", str(cache)]
+    for f in (j, png):
+        f.write_text("kept")
+        os.utime(f, (1_000_000, 1_000_000))
+    (tmp_path / "file").write_text("")
+    cases = [(["--image-size", "64", "--json", j], "already exists"),
+             (["--image-size", "64", "--plot", png], "already exists"),
+             (["--image-size", "64", "--csv", tmp_path], "is a directory"),
+             (["--image-size", "64", "--json", tmp_path / "file" / "b.json"], "not a directory"),
+             (["--image-size", "64", "--json", tmp_path / "x.md", "--markdown", tmp_path / "x.md"], "same file"),
+             (["--image-size", "16"], "out of range (32..2048 per side)"),
+             (["--image-size", "0"], "out of range (32..2048 per side)")]
+    if sys.platform == "linux":
+        cases.append((["--image-size", "64", "--json", "/proc/x/bench.json"], "not writable"))
+    for extra, why in cases:
+        res = runner.invoke(app, base + [str(a) for a in extra])
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and why in lines[0], (extra, res.output)
+    assert not cache.exists()  # nothing exported, nothing measured
+    assert all(f.read_text() == "kept" and f.stat().st_mtime == 1_000_000 for f in (j, png))
+    res = runner.invoke(app, ["bench", MODEL, "--runtime", "torch", "--image-size", "64", "--warmup", "1", "--runs",
+                              "3", "--cache-dir", str(cache), "--json", str(j), "--force"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(j.read_text())["rows"][0]["state"] == "measured"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # written atomically, no probe left
 
 
 def test_cli_routing_and_errors(cache):

@@ -209,11 +209,64 @@ def test_int8_of_an_untrained_network_falls_back_to_min_max_ranges(tmp_path):
     (dict(opset=13), "too old"),
     (dict(image_size=(8, 8)), "out of range"),
     (dict(calibration=Path("/nonexistent")), "only applies to --precision int8"),
+    (dict(opset=99), "too new: use 17..[0-9]+"),
+    (dict(nms=False), "--no-nms applies to detection models"),
+    (dict(weights=Path("w.pt")), "--weights and --random-init exclude each other"),
 ])
 def test_unsupported_requests_fail_cleanly(tmp_path, kw, match):
     with pytest.raises(UserError, match=match):
         export(ExportOptions(CLS, random_init=True, output=tmp_path / "x.onnx", **kw))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_path_checked_before_any_work(tmp_path):
+    from mvit2deploy.export import atomic_move
+
+    def refused(match, **kw):
+        with pytest.raises(UserError, match=match):
+            export(ExportOptions(CLS, random_init=True, **kw))
+
+    refused(r"--format onnx writes a \.onnx file \(for a \.ort file use --format ort\)", output=tmp_path / "m.ort")
+    refused(r"--format ort writes a \.ort file \(for a \.onnx file use --format onnx\)", output=tmp_path / "m.onnx",
+            format="ort")
+    refused(r"--format onnx writes a \.onnx file$", output=tmp_path / "m.txt")
+    (tmp_path / "d.onnx").mkdir()
+    refused("is a directory", output=tmp_path / "d.onnx", force=True)
+    (tmp_path / "m.required_operators.config").write_text("ops")
+    refused(r"required_operators.config: already exists \(--force overwrites it\)", output=tmp_path / "m.ort",
+            format="ort")
+    refused("m.onnx: not writable", output=Path("/proc/mvit2deploy-test/m.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "m.required_operators.config"]
+    # a write that fails at the end leaves no temporary file behind and names the destination
+    src = tmp_path / "src.onnx"
+    src.write_bytes(b"x")
+    with pytest.raises(UserError, match="cannot write .*d.onnx"):
+        atomic_move(src, tmp_path / "d.onnx", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx", "m.required_operators.config", "src.onnx"]
+
+
+def test_calibration_folder_skips_unreadable_images(tmp_path):
+    import shutil
+
+    from mvit2deploy.export import build_meta
+    from mvit2deploy.export.onnx_pipeline import calibration_batches
+    from mvit2deploy.export.validate import sample_paths
+
+    opts = ExportOptions(CLS, random_init=True, image_size=(64, 64), precision="int8", calibration=tmp_path / "cal")
+    meta = build_meta(opts, (64, 64), None, ["logits"])
+    with pytest.raises(UserError, match="--calibration .*cal: not found"):
+        calibration_batches(opts, meta)
+    (tmp_path / "cal").write_text("a file")
+    with pytest.raises(UserError, match="cal: not a folder"):
+        calibration_batches(opts, meta)
+    (tmp_path / "cal").unlink()
+    (tmp_path / "cal").mkdir()
+    (tmp_path / "cal" / "notes.jpg").write_text("not an image")
+    with pytest.raises(UserError, match="no readable images"):
+        calibration_batches(opts, meta)
+    shutil.copy(sample_paths()[0], tmp_path / "cal" / "photo.jpg")
+    batches, source = calibration_batches(opts, meta)
+    assert batches.shape == (1, 3, 64, 64) and source.endswith("skipped 1 unreadable: notes.jpg")
 
 
 def test_corrupt_weights_and_overwrite_refused(tmp_path, exported):

@@ -194,8 +194,27 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def test_damaged_files_and_folders_are_not_called_unsafe(tmp_path):
+    from mvit2deploy.models import CheckpointError
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a pickle at all")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint, or a damaged one") as info:
+        load_model("mobilevitv2-0.5", garbage)
+    assert "arbitrary code" not in str(info.value)
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
+        load_model("mobilevitv2-0.5", tmp_path)
+
+
 def test_load_model_defaults_random_init_eval_mode():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
     model = load_model("mobilevitv2-0.5")
     assert not model.training and model.weights_file is None
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random stream is untouched
+    # the same seed every time: random-init exports, benchmarks and predictions of one id are one network
+    again = load_model("mobilevitv2-0.5").state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items())
+    assert model.state_dict()["conv_1.block.conv.weight"].std() > 0.01
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1000)

@@ -308,6 +308,56 @@ def test_failed_images_leave_no_pictures(artifacts, tmp_path):
     assert sorted(p.name for p in save.iterdir()) == [f"{PHOTOS[0].stem}_mask.png", f"{PHOTOS[0].stem}_overlay.png"]
 
 
+# ---- outputs: never overwritten without --force, a closed stdout ------------------------------------------------
+
+def _one_line(r) -> str:
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1, r.output
+    return lines[0]
+
+
+def test_json_file_and_pictures_need_force(artifacts, tmp_path):
+    model, pics, out = ["--model", artifacts["segmentation"]], tmp_path / "pics", tmp_path / "res.jsonl"
+    out.write_text("kept\n")
+    r = invoke([PHOTOS[0], *model, "--save-dir", pics, "--json", out])
+    assert r.exit_code == 2 and "already exists" in _one_line(r) and "--force" in r.output
+    assert out.read_text() == "kept\n" and not pics.exists()  # refused before any work
+
+    assert invoke([PHOTOS[0], *model, "--save-dir", pics]).exit_code == 0
+    mask = pics / f"{PHOTOS[0].stem}_mask.png"
+    for p in pics.iterdir():
+        os.utime(p, (1_000_000, 1_000_000))
+    r = invoke([PHOTOS[1], PHOTOS[0], *model, "--save-dir", pics, "--json", tmp_path / "new.jsonl"])
+    assert r.exit_code == 2 and f"{mask.name} and 1 more" in _one_line(r) and "--force" in r.output
+    assert {p.stat().st_mtime for p in pics.iterdir()} == {1_000_000}  # nothing rewritten, nothing added
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pics", "res.jsonl"]  # no JSON, no temp file
+
+    assert invoke([PHOTOS[1], *model, "--save-dir", pics]).exit_code == 0  # no clash: the folder is shared
+    r = invoke([PHOTOS[0], *model, "--save-dir", pics, "--json", out, "--force"])
+    assert r.exit_code == 0, r.output
+    assert mask.stat().st_mtime > 1_000_000 and json_lines(out.read_text())[0]["mask_png"] == str(mask)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_closed_stdout_ends_quietly(artifacts, tmp_path, json_flag):
+    """`predict photos/ | head -2`: the reader goes away; the run still finishes, exit code as for a full read."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "res.jsonl"
+    args = [str(SAMPLES), "--model", str(artifacts["segmentation"]), "--save-dir", str(tmp_path / "pics")]
+    args += json_flag or ["--json", str(out)]
+    p = subprocess.Popen([sys.executable, "-c", "from mvit2deploy.cli import main; main()", "predict", *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    p.stdout.close()  # before the child prints anything: its first write hits a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "error" not in err
+    assert len(list((tmp_path / "pics").glob("*_mask.png"))) == len(PHOTOS)
+    if not json_flag:
+        assert len(json_lines(out.read_text())) == len(PHOTOS)
+
+
 # ---- exit codes and model resolution ----------------------------------------------------------------------------
 
 def test_exit_codes(artifacts, tmp_path):

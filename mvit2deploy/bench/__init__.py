@@ -9,7 +9,7 @@ Model ids are exported on the fly into a cache (`~/.cache/mvit2deploy/bench`, or
 image size, precision, weights and format, and reused when present. Without cached official weights (and no
 `--weights`) a randomly initialised network is benchmarked: latency does not depend on the weight values, and
 every row says so (`weights = random-init`, `random_init = true`, plus a note). Artifact paths are benchmarked
-as they are.
+as they are (precisions / sizes they do not match are refused: those apply to model ids).
 
 Methodology
 -----------

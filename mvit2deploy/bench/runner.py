@@ -173,16 +173,23 @@ def _artifact_meta(path: Path):
         raise
 
 
-def plan(models: Sequence[str], runtimes: Optional[Sequence[str]], precisions: Sequence[str],
+def plan(models: Sequence[str], runtimes: Optional[Sequence[str]], precisions: Optional[Sequence[str]],
          sizes: Optional[Sequence[Tuple[int, int]]], batches: Sequence[int]
          ) -> Tuple[List[Config], List[Dict[str, str]], List[str]]:
-    """Every configuration in run order, the combinations skipped (with why), and notes."""
+    """Every configuration in run order, the combinations skipped (with why), and notes.
+
+    precisions / sizes: None means fp32 / the evaluation size for model ids. An artifact has its own, fixed at
+    export: one that matches none of the requested values is refused rather than silently benched as it is."""
+    from ..export import MAX_SIZE, MIN_SIZE
     from ..models import get_entry
 
     for r in runtimes or ():
         if r not in RUNTIMES:
             raise UserError(f"unknown runtime {r!r} (choose from {', '.join(RUNTIMES)})")
-    for p in precisions:
+    for h, w in sizes or ():  # export's range, checked before anything is exported or measured
+        if min(h, w) < MIN_SIZE or max(h, w) > MAX_SIZE:
+            raise UserError(f"--image-size {h}x{w} is out of range ({MIN_SIZE}..{MAX_SIZE} per side)")
+    for p in precisions or ():
         if p not in PRECISIONS:
             raise UserError(f"unknown precision {p!r} (choose from {', '.join(PRECISIONS)})")
     if not models:
@@ -204,6 +211,7 @@ def plan(models: Sequence[str], runtimes: Optional[Sequence[str]], precisions: S
             for r in [r for r in (runtimes or ()) if r not in can]:
                 skipped.append({"model": model, "runtime": r, "reason": f"{path.suffix} files do not run in {r}"})
             meta = _artifact_meta(path)
+            _check_artifact_options(path, meta, precisions, sizes)
             size = tuple(meta.input_size) if meta else (0, 0)
             precision = meta.precision if meta else "?"
             task = meta.task if meta else "classification"
@@ -215,7 +223,7 @@ def plan(models: Sequence[str], runtimes: Optional[Sequence[str]], precisions: S
         for size in sizes or [(entry.input_size, entry.input_size)]:
             for b in batches:
                 for r in [r for r in RUNTIMES if r in (runtimes or ("torch", "onnxruntime"))]:
-                    for p in [p for p in PRECISIONS if p in precisions]:
+                    for p in [p for p in PRECISIONS if p in (precisions or ("fp32",))]:
                         if r == "torch" and p != "fp32":
                             skipped.append({"model": model, "runtime": r, "precision": p,
                                             "image_size": f"{size[0]}x{size[1]}", "batch": str(b),
@@ -232,6 +240,16 @@ def plan(models: Sequence[str], runtimes: Optional[Sequence[str]], precisions: S
         raise UserError("nothing to run: every requested combination was skipped (" +
                         "; ".join(sorted({s['reason'] for s in skipped})) + ")")
     return configs, skipped, notes
+
+
+def _check_artifact_options(path: Path, meta, precisions: Optional[Sequence[str]],
+                            sizes: Optional[Sequence[Tuple[int, int]]]) -> None:
+    if meta is None:  # no readable metadata (Core ML off macOS): nothing to compare with
+        return
+    size = tuple(meta.input_size)
+    if (precisions and meta.precision not in precisions) or (sizes and size not in [tuple(s) for s in sizes]):
+        raise UserError(f"{path}: the artifact is {meta.precision} {size[0]}x{size[1]}; --precision and --image-size "
+                        "apply to model ids (bench the zoo id, or export the variant you want)")
 
 
 # ----------------------------------------------------------------------------------------------- exports
@@ -581,7 +599,8 @@ def series_key(r: BenchRow) -> str:
 
 # ----------------------------------------------------------------------------------------------- driver
 
-def run_bench(models: Sequence[str], runtimes: Optional[Sequence[str]] = None, precisions: Sequence[str] = ("fp32",),
+def run_bench(models: Sequence[str], runtimes: Optional[Sequence[str]] = None,
+              precisions: Optional[Sequence[str]] = None,
               sizes: Optional[Sequence[Tuple[int, int]]] = None, batches: Sequence[int] = (1,),
               settings: Optional[BenchSettings] = None, progress: Callable[[str], None] = lambda s: None,
               command: Optional[str] = None) -> BenchResult:

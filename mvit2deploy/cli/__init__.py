@@ -6,7 +6,9 @@ Each sub-command lives in its own module and registers itself on `app`. Exit cod
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import typer
 
@@ -47,9 +49,24 @@ for _name in COMMANDS:
     _mod.register(app)
 
 
+_INTERRUPTED = threading.Event()
+
+
+def _on_interrupt(signum, frame) -> None:
+    _INTERRUPTED.set()
+    signal.default_int_handler(signum, frame)  # raise KeyboardInterrupt, as Python's own handler does
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
         sys.exit(130)
+    except Exception:
+        # Ctrl-C inside library code (torch's tracer) can surface as another exception: still an interrupt
+        if _INTERRUPTED.is_set():
+            err_console.print("[red]interrupted[/red]")
+            sys.exit(130)
+        raise

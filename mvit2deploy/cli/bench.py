@@ -5,6 +5,7 @@ sub-command, so both `bench mobilevitv2-0.5 --runtime torch` and `bench attentio
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import UserError
+from ..paths import check_writable
 from ._common import console, err_console, run_guarded
 
 DEFAULT_COMMAND = "run"
@@ -81,7 +83,8 @@ def run(
     runtime: Optional[str] = typer.Option(None, "--runtime",
                                           help="Comma-separated: torch, onnxruntime, ort-mobile, coreml. Default: "
                                                "torch,onnxruntime for ids; from the suffix for files."),
-    precision: str = typer.Option("fp32", "--precision", help="Comma-separated: fp32, fp16, int8 (model ids only)."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="Comma-separated: fp32, fp16, int8 (model ids only; default fp32)."),
     image_size: Optional[str] = typer.Option(None, "--image-size",
                                              help="Comma-separated N or HxW, e.g. 256,384,512 (model ids only; "
                                                   "default: the model's evaluation size)."),
@@ -107,6 +110,7 @@ def run(
                                        help="Off macOS: still export Core ML rows (artifact size) or skip that."),
     keep_failed: bool = typer.Option(False, "--keep-failed",
                                      help="Bench artifacts whose export-time validation failed (parity shows it)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing --json/--csv/--markdown/--plot files."),
 ) -> None:
     """Latency of models across runtimes, precisions, image sizes and batch sizes: one row per configuration.
 
@@ -121,10 +125,11 @@ def run(
                              compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed)
     if compute_units not in ("all", "cpu", "cpu_and_ne", "cpu_and_gpu"):
         raise UserError(f"--compute-units {compute_units!r}: choose all, cpu, cpu_and_ne or cpu_and_gpu")
+    _check_outputs({"--json": json_file, "--csv": csv_file, "--markdown": markdown, "--plot": plot}, force)
     command = "mvit2deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if _from_shell() else None
     status = err_console.status("bench: planning")
     with status:
-        result = run_bench(models, _list(runtime), _list(precision) or ["fp32"], _sizes(image_size), _batches(batch),
+        result = run_bench(models, _list(runtime), _list(precision), _sizes(image_size), _batches(batch),
                            settings, progress=lambda s: _progress(status, s), command=command)
     print_result(result, console)
     plot_ref = None
@@ -143,13 +148,24 @@ def run(
         raise typer.Exit(1)
 
 
+def _check_outputs(outputs, force: bool) -> None:
+    """Before any export or measurement: a long run must not end on a path it cannot (or may not) write."""
+    seen = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        key = os.path.abspath(path)
+        if key in seen:
+            raise UserError(f"{seen[key]} and {option} name the same file {path}")
+        seen[key] = option
+        check_writable(path, option, force)
+
+
 def _from_shell() -> bool:
     return len(sys.argv) > 1 and sys.argv[1] == "bench"
 
 
 def _relative(plot: Path, markdown: Optional[Path]) -> str:
-    import os
-
     if markdown is None:
         return str(plot)
     return os.path.relpath(plot.resolve(), markdown.resolve().parent)

@@ -45,7 +45,7 @@ def export_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default exports/<id>-<precision>.<ext>)."),
     image_size: Optional[str] = typer.Option(None, help="N or HxW (default: the model's evaluation size)."),
     batch: str = typer.Option("dynamic", help="'dynamic' or a fixed batch size."),
-    opset: int = typer.Option(18, help="ONNX opset (17 or newer)."),
+    opset: int = typer.Option(18, help="ONNX opset (17 up to the newest the installed onnx knows)."),
     precision: Optional[str] = typer.Option(None, help="fp32, fp16 or int8 (default fp32; Core ML: fp16)."),
     calibration: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration."),
     format: str = typer.Option("onnx", "--format", help="onnx, ort or coreml."),

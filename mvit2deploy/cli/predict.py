@@ -13,18 +13,20 @@ from typing import List, Optional
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
 from .. import tasks
 from ..errors import UserError
-from ..export import DEFAULT_DIR
+from ..export import DEFAULT_DIR, MAX_SIZE, MIN_SIZE
 from ..images import IMAGE_SUFFIXES
 from ..predict import (GLOB_CHARS, RUNS_DIR, Failure, NoInputs, Prediction, collect_inputs, latest_export,
                        next_run_dir, predict)
 from ..runtime import RUNTIMES, default_runtime, open_session
-from ._common import console, err_console, parse_size, run_guarded
+from ..paths import check_writable
+from ._common import err_console, parse_size, run_guarded
 
 MAX_TABLES = 10  # more inputs than this: one line per image instead of a table
 MAX_DET_ROWS = 20
@@ -72,9 +74,33 @@ def _looks_like_json_file(word: str) -> bool:
 
 def _parse_size(value: Optional[str]):
     size = parse_size(value)
-    if size is not None and (min(size) < 32 or max(size) > 2048):
-        raise UserError(f"--image-size {value!r}: expected N or HxW between 32 and 2048, e.g. 256 or 320x480")
+    if size is not None and (min(size) < MIN_SIZE or max(size) > MAX_SIZE):
+        raise UserError(f"--image-size {value!r}: expected N or HxW between {MIN_SIZE} and {MAX_SIZE}, e.g. 256 "
+                        "or 320x480")
     return size
+
+
+def _stdout_to_devnull() -> None:
+    """The reader of our stdout is gone (`predict ... | head`): later writes, and the exit flush, go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    finally:
+        os.close(devnull)
+
+
+class _Stdout(Console):
+    """Rich ends the process with exit 1 on a closed pipe; like the --json path, go quiet and finish the run
+    instead (pictures and a --json FILE still get written, the exit code still says whether inputs failed)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _stdout_to_devnull()
+
+
+console = _Stdout()
 
 
 class JsonSink:
@@ -86,11 +112,7 @@ class JsonSink:
         self.tmp = None
         self.fh = None
         self.closed_pipe = False
-        if self.path is not None:
-            if self.path.suffix.lower() in IMAGE_SUFFIXES:
-                raise UserError(f"--json {self.path}: refusing to write JSON over an image-named file")
-            if self.path.is_dir():
-                raise UserError(f"--json {self.path}: is a directory")
+        if self.path is not None:  # checked up front by _check_json
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             self.fh = open(self.tmp, "w", encoding="utf-8")
@@ -105,13 +127,7 @@ class JsonSink:
                 sys.stdout.flush()
             except BrokenPipeError:  # `predict --json | head`: the reader is gone; finish quietly
                 self.closed_pipe = True
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                try:
-                    os.dup2(devnull, sys.stdout.fileno())
-                except (OSError, ValueError, io.UnsupportedOperation):
-                    pass
-                finally:
-                    os.close(devnull)
+                _stdout_to_devnull()
         else:
             self.fh.write(line)
 
@@ -124,6 +140,14 @@ class JsonSink:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def _check_json(target: Optional[str], force: bool) -> None:
+    if target is None or target == "-":
+        return
+    if Path(target).suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(f"--json {target}: refusing to write JSON over an image-named file")
+    check_writable(Path(target), "--json", force)
 
 
 def _table(rec: Prediction, top_k: int) -> Table:
@@ -219,6 +243,8 @@ def predict_cmd(
                                                     "above this (default: the export's, 0.3)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="torch runtime: input N or HxW (an "
                                              "artifact's size is fixed at export)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json FILE and pictures an earlier "
+                               "run left in --save-dir."),
 ) -> None:
     """Run a model over images: top-k classes, segmentation masks or detections, with pictures and JSON."""
     for name, value in (("--batch", batch), ("--top-k", top_k), ("--threads", threads), ("--workers", workers)):
@@ -231,6 +257,7 @@ def predict_cmd(
     if no_save and save_dir is not None:
         raise UserError("--save-dir and --no-save exclude each other")
     size = _parse_size(image_size)
+    _check_json(json_out, force)
     model, runtime = _resolve_model(model, runtime, weights, random_init)
     torch_options = {}
     if runtime == "torch":
@@ -307,7 +334,7 @@ def predict_cmd(
         with progress:
             summary = predict(inputs, session, batch=batch, top_k=top_k, save_dir=save_dir if wants_pictures else None,
                               score_threshold=score_threshold, workers=workers, on_result=on_result,
-                              files=collected)
+                              files=collected, overwrite=force)
         ok = True
     finally:
         if sink is not None:

@@ -16,10 +16,13 @@ from typing import Callable, List, Optional, Tuple
 from ..artifact import ArtifactMeta, default_preprocessing, detection_options
 from ..errors import UserError
 from ..models import get_entry, load_model
+from ..paths import check_writable
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "ort", "coreml")
+SUFFIX = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage"}
 DEFAULT_DIR = Path("exports")
+MIN_SIZE, MAX_SIZE = 32, 2048  # --image-size bounds, per side
 
 
 class ValidationFailed(UserError):
@@ -78,8 +81,7 @@ class ExportResult:
 def default_output(opts: ExportOptions, size: Tuple[int, int]) -> Path:
     entry = get_entry(opts.model_id)
     tag = "" if size == (entry.input_size, entry.input_size) else f"-{size[0]}x{size[1]}"
-    suffix = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage"}[opts.format]
-    return DEFAULT_DIR / f"{opts.model_id}{tag}-{opts.precision}{suffix}"
+    return DEFAULT_DIR / f"{opts.model_id}{tag}-{opts.precision}{SUFFIX[opts.format]}"
 
 
 def resolve_weights(opts: ExportOptions) -> Optional[Path]:
@@ -104,7 +106,15 @@ def resolve_weights(opts: ExportOptions) -> Optional[Path]:
                     "--random-init exports random weights (for latency work only)")
 
 
+def ort_config_path(out_path: Path) -> Path:
+    """The required-operators config written beside an .ort file (for a reduced ORT build)."""
+    return out_path.with_suffix(".required_operators.config")
+
+
 def check_options(opts: ExportOptions) -> None:
+    from .to_onnx import MIN_OPSET, max_opset
+
+    entry = get_entry(opts.model_id)
     if opts.precision not in PRECISIONS:
         raise UserError(f"unsupported precision {opts.precision!r} (choose from {', '.join(PRECISIONS)})")
     if opts.format not in FORMATS:
@@ -113,8 +123,16 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"--seg-output must be mask or logits, not {opts.seg_output!r}")
     if opts.batch is not None and opts.batch < 1:
         raise UserError("--batch must be 'dynamic' or a positive integer")
-    if opts.image_size and (min(opts.image_size) < 32 or max(opts.image_size) > 2048):
-        raise UserError(f"--image-size {opts.image_size[0]}x{opts.image_size[1]} is out of range (32..2048)")
+    if opts.image_size and (min(opts.image_size) < MIN_SIZE or max(opts.image_size) > MAX_SIZE):
+        raise UserError(f"--image-size {opts.image_size[0]}x{opts.image_size[1]} is out of range "
+                        f"({MIN_SIZE}..{MAX_SIZE})")
+    if opts.format != "coreml" and not MIN_OPSET <= opts.opset <= max_opset():
+        raise UserError(f"--opset {opts.opset} is too {'old' if opts.opset < MIN_OPSET else 'new'}: "
+                        f"use {MIN_OPSET}..{max_opset()} (default 18)")
+    if opts.weights is not None and opts.random_init:
+        raise UserError("--weights and --random-init exclude each other")
+    if not opts.nms and entry.task != "detection":
+        raise UserError(f"--no-nms applies to detection models; {opts.model_id} is a {entry.task} model")
     if opts.calibration is not None and opts.precision != "int8":
         raise UserError("--calibration only applies to --precision int8")
     if opts.format == "coreml":
@@ -145,6 +163,18 @@ def build_meta(opts: ExportOptions, size: Tuple[int, int], weights: Optional[Pat
         outputs=list(outputs), options=options)
 
 
+def check_output(out_path: Path, opts: ExportOptions) -> None:
+    """Before any work: the suffix fits the format, nothing is overwritten without --force, the folder is
+    writable (so a long export never ends in a write error)."""
+    suffix = SUFFIX[opts.format]
+    if out_path.suffix != suffix:
+        other = next((f for f, s in SUFFIX.items() if s == out_path.suffix), None)
+        hint = f" (for a {out_path.suffix} file use --format {other})" if other else ""
+        raise UserError(f"--output {out_path}: --format {opts.format} writes a {suffix} file{hint}")
+    for path in [out_path, *([ort_config_path(out_path)] if opts.format == "ort" else [])]:
+        check_writable(path, "--output", opts.force, folder_ok=opts.format == "coreml")
+
+
 def atomic_move(src: Path, dst: Path, force: bool) -> None:
     """Rename into place; a directory (.mlpackage) is swapped whole."""
     import shutil
@@ -162,8 +192,12 @@ def atomic_move(src: Path, dst: Path, force: bool) -> None:
         shutil.rmtree(staging, ignore_errors=True)
     else:
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # never leave a half-written file behind
+            raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
 
 
 def export(opts: ExportOptions, step: Callable[[str], None] = lambda s: None) -> ExportResult:
@@ -172,8 +206,7 @@ def export(opts: ExportOptions, step: Callable[[str], None] = lambda s: None) ->
     entry = get_entry(opts.model_id)
     size = tuple(opts.image_size or (entry.input_size, entry.input_size))
     out_path = Path(opts.output) if opts.output else default_output(opts, size)
-    if out_path.exists() and not opts.force:
-        raise UserError(f"{out_path} exists: use --force to overwrite")
+    check_output(out_path, opts)
     t0 = time.perf_counter()
     step("load")
     weights = resolve_weights(opts)

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import torch
 
-from . import ExportOptions, ExportResult, atomic_move, build_meta, raise_if_failed
+from . import ExportOptions, ExportResult, atomic_move, build_meta, ort_config_path, raise_if_failed
 from .deploy import deploy_copy
 from .fuse import merge_pointwise_chains
 from .graphs import task_graph
@@ -29,10 +29,20 @@ def calibration_batches(opts: ExportOptions, meta) -> Tuple[np.ndarray, str]:
     if opts.calibration is None:
         batches = np.concatenate([image_batch(meta), sample_crops(meta, 28, seed=1)])
         return batches, "32 views of the 4 bundled sample photos (pass --calibration DIR for representative images)"
-    files = sorted(p for p in Path(opts.calibration).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"--calibration {opts.calibration}: no images found")
-    return image_batch(meta, files[:500]), f"{min(len(files), 500)} images from {opts.calibration}"
+    folder = Path(opts.calibration)
+    if not folder.is_dir():
+        raise UserError(f"--calibration {folder}: " + ("not a folder" if folder.exists() else "not found"))
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:500]
+    images, bad = [], []
+    for f in files:  # an unreadable file is skipped (and named), as predict does: the others still calibrate
+        try:
+            images.append(image_batch(meta, [f]))
+        except UserError:
+            bad.append(f.name)
+    if not images:
+        raise UserError(f"--calibration {folder}: no readable images found")
+    skipped = f"; skipped {len(bad)} unreadable: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}" if bad else ""
+    return np.concatenate(images), f"{len(images)} images from {folder}{skipped}"
 
 
 def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tuple[int, int],
@@ -83,12 +93,12 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
 
             path, config = convert_to_ort(path, tmp / "ort", out_path.name)
             report = validate(path, meta, graph, opts.batch)  # the .ort itself must pass too
-            extra.append((config, out_path.with_suffix(".required_operators.config")))
+            extra.append((config, ort_config_path(out_path)))
         raise_if_failed(report, opts.keep_failed, "validation against PyTorch", "artifact")
         step("write")
         atomic_move(path, out_path, opts.force)
         for src, dst in extra:
-            atomic_move(src, dst, True)
+            atomic_move(src, dst, opts.force)
             written.append(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

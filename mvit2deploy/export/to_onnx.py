@@ -24,6 +24,11 @@ MIN_OPSET = 17
 DEFAULT_OPSET = 18
 
 
+def max_opset() -> int:
+    """The newest opset the installed onnx knows (newer ones fail inside the exporter with a traceback)."""
+    return onnx.defs.onnx_opset_version()
+
+
 def export_graph(graph: nn.Module, input_size: Sequence[int], batch: Optional[int], opset: int,
                  output_names: Sequence[str], exporter: str = "dynamo") -> onnx.ModelProto:
     """batch=None: dynamic batch dimension `N`; otherwise fixed."""

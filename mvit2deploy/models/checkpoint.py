@@ -24,8 +24,28 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+def _is_pickle(path: Path) -> bool:
+    """Whether the file (or a torch zip's data.pkl) is a well-formed pickle; parsed, never executed."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        for _ in pickletools.genops(data):
+            pass
+        return True
+    except Exception:  # any parse failure means: not a pickle
+        return False
+
+
 def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -39,8 +59,9 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
-            msg = "refused: the file needs arbitrary code to unpickle (weights_only=True forbids it)"
+        if "weights_only" in str(exc):  # torch words every failure of its safe unpickler this way
+            msg = ("refused: the file needs arbitrary code to unpickle (weights_only=True forbids it)"
+                   if _is_pickle(path) else "not a PyTorch checkpoint, or a damaged one")
         raise CheckpointError(f"{path.name}: cannot load checkpoint: {msg}") from None
     for _ in range(2):  # unwrap {"state_dict": {...}} and similar, possibly nested once
         if isinstance(obj, dict):
