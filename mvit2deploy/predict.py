@@ -282,13 +282,12 @@ def existing_pictures(files: Sequence[Path], task: str, save_dir: Union[str, Pat
             if os.path.lexists(p)]
 
 
-def latest_export(folder: Union[str, Path]) -> Optional[Path]:
-    """The newest (by modification time) .onnx / .ort artifact in `folder`, or None."""
+def latest_export(folder: Union[str, Path], suffixes: Sequence[str] = (".onnx", ".ort")) -> Optional[Path]:
+    """The newest (by modification time) artifact in `folder` with one of `suffixes`, or None."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    cands = [p for p in folder.iterdir() if p.suffix in (".onnx", ".ort") and p.is_file()
-             and not p.name.startswith(".")]
+    cands = [p for p in folder.iterdir() if p.suffix in suffixes and p.exists() and not p.name.startswith(".")]
     if not cands:
         return None
     return max(cands, key=lambda p: (p.stat().st_mtime_ns, p.name))

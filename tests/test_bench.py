@@ -157,6 +157,7 @@ def test_given_artifact(result):
     assert all(r.model == MODEL and r.image_size == "64x64" and r.random_init and r.parity_agreement is not None
                for r in res.rows)
     assert any(s["runtime"] == "torch" for s in res.skipped)
+    assert f"| {MODEL} ({ort_file.name}) |" in to_markdown(res)  # the table tells given files apart
 
 
 def test_artifact_options_must_match_the_file(result):

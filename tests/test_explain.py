@@ -89,6 +89,8 @@ def test_cli_refuses_overwrite(tmp_path):
     assert "--force" in res.output and out.read_bytes() == b"keep"
     res = runner.invoke(_app(), ["explain", SAMPLE, "--random-init", "--weights", str(out)])
     assert res.exit_code == 2
+    res = runner.invoke(_app(), ["explain", SAMPLE, "--model", "exports/x.onnx"])
+    assert res.exit_code == 2 and "needs a zoo id" in res.output
     res = runner.invoke(_app(), ["explain", SAMPLE, "--random-init", "--save", str(out), "--force"])
     assert res.exit_code == 0, res.output
     with Image.open(out) as img:

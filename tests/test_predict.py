@@ -406,6 +406,11 @@ def test_default_model_is_the_newest_export(artifacts, tmp_path, monkeypatch):
     r = invoke([PHOTOS[0]])
     assert r.exit_code == 0 and "newer.onnx" in r.stderr and "probability" in r.stdout
     assert not (tmp_path / "runs").exists()  # classification saves no pictures, so no run folder either
+    (exports / "older.mlpackage").mkdir()  # --runtime coreml looks for the newest Core ML package instead
+    os.utime(exports / "older.mlpackage", (1_000_000, 1_000_000))
+    assert latest_export(exports, (".mlpackage",)) == exports / "older.mlpackage"
+    r = invoke([PHOTOS[0], "--runtime", "coreml"])
+    assert r.exit_code == 2 and "older.mlpackage" in r.stderr and "needs an .mlpackage" not in r.output
 
 
 def test_torch_runtime_needs_weights_or_random_init(tmp_path, monkeypatch):

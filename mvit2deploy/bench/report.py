@@ -63,7 +63,9 @@ def footnotes(rows: List[BenchRow]) -> Tuple[Dict[int, int], List[str]]:
 def cells(r: BenchRow, note: Optional[int]) -> List[str]:
     status = r.status + (f" [{note}]" if note else "")
     weights = "random" if r.random_init else r.weights
-    return [status, r.model, r.runtime + (f" ({r.compute_units})" if r.compute_units else ""), r.precision,
+    # a given file is named too: two artifacts of one model id are otherwise indistinguishable rows
+    model = f"{r.model} ({Path(r.artifact).name})" if r.artifact_source == "given" and r.artifact else r.model
+    return [status, model, r.runtime + (f" ({r.compute_units})" if r.compute_units else ""), r.precision,
             r.image_size, str(r.batch), weights, _num(r.artifact_mb, ".2f"),
             _num(r.parity_max_abs_err, ".2e") + (" ✗" if r.parity_passed is False else ""),
             _num(r.parity_agreement, ".3f"), _ms(r.session_ms), _ms(r.first_run_ms), _ms(r.mean_ms), _ms(r.p50_ms),

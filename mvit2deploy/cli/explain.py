@@ -29,6 +29,9 @@ def explain(
 
     if weights is not None and random_init:
         raise UserError("--weights and --random-init exclude each other")
+    if model.lower().endswith((".onnx", ".ort", ".mlpackage", ".mlmodel")):
+        raise UserError(f"--model {model}: explain reads the attention inside the PyTorch model, so it needs a zoo id "
+                        "(e.g. mobilevitv2-0.5 --weights FILE), not an exported file")
     chosen = None if random_init else (weights if weights is not None else "official")
     path = explain_image(image, model, chosen, save=save, per_layer=per_layer, force=force)
     console.print(f"wrote {path}", highlight=False)

@@ -188,7 +188,7 @@ def _resolve_model(model: Optional[str], runtime: Optional[str], weights: Option
     if model is None:
         if runtime == "torch":
             raise UserError("--runtime torch needs --model ZOO_ID (e.g. --model mobilevitv2-0.5 --weights FILE)")
-        latest = latest_export(DEFAULT_DIR)
+        latest = latest_export(DEFAULT_DIR, (".mlpackage",) if runtime == "coreml" else (".onnx", ".ort"))
         if latest is None:
             raise UserError(f"no --model given and no export in {DEFAULT_DIR}/: create one with `{EXAMPLE_EXPORT}` "
                             "(random weights; `mvit2deploy weights pull mobilevitv2-0.5` first for real "
