@@ -434,6 +434,11 @@ def test_cli_batch_refusal(tmp_path):
     assert lines[0].startswith("error:")
     assert not out.exists()
     assert BATCH_REFUSAL.format(batch=4)[:40] in " ".join(res.output.split())
+    # an explicit --batch dynamic is refused too (only its absence means batch 1 for Core ML)
+    res = CliRunner().invoke(app, ["export", CLS, "--format", "coreml", "--batch", "dynamic", "--random-init",
+                                   "--image-size", "64", "-o", str(out)])
+    assert res.exit_code == 2 and "--batch dynamic: Core ML packages" in " ".join(res.output.split())
+    assert not out.exists()
 
 
 @pytest.mark.skipif(platform.system() == "Darwin", reason="on macOS the CLI also validates numerically")

@@ -44,7 +44,7 @@ def export_cmd(
     random_init: bool = typer.Option(False, "--random-init", help="Random weights if none are found (latency work)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default exports/<id>-<precision>.<ext>)."),
     image_size: Optional[str] = typer.Option(None, help="N or HxW (default: the model's evaluation size)."),
-    batch: str = typer.Option("dynamic", help="'dynamic' or a fixed batch size."),
+    batch: Optional[str] = typer.Option(None, help="'dynamic' (the default; Core ML: 1) or a fixed batch size."),
     opset: int = typer.Option(18, help="ONNX opset (17 up to the newest the installed onnx knows)."),
     precision: Optional[str] = typer.Option(None, help="fp32, fp16 or int8 (default fp32; Core ML: fp16)."),
     calibration: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration."),
@@ -63,9 +63,13 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
+    if format == "coreml" and batch is not None and batch.lower() == "dynamic":  # asked for, not the default
+        from ..export.coreml import BATCH_REFUSAL
+
+        raise UserError(BATCH_REFUSAL.format(batch="dynamic"))
     opts = ExportOptions(
         model_id=model_id, weights=weights, random_init=random_init, output=output, image_size=parse_size(image_size),
-        batch=parse_batch(batch), opset=opset, precision=precision or ("fp16" if format == "coreml" else "fp32"),
+        batch=parse_batch(batch or "dynamic"), opset=opset, precision=precision or ("fp16" if format == "coreml" else "fp32"),
         calibration=calibration, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
         seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, compress=compress, deployment_target=deployment_target,
