@@ -59,9 +59,6 @@ from .images import IMAGE_SUFFIXES, BadImage, Placement, load_image, preprocess
 
 GLOB_CHARS = frozenset("*?[")
 RUNS_DIR = Path("runs") / "predict"
-# What save_pictures names each image's pictures (tasks/segmentation.py, tasks/detection.py), so that a run can
-# find the ones an earlier run left before it overwrites any.
-PICTURE_SUFFIXES = {"segmentation": ("_mask.png", "_overlay.png"), "detection": ("_det.png",)}
 
 
 class NoInputs(UserError):
@@ -275,10 +272,10 @@ def unique_stems(files: Sequence[Path]) -> List[str]:
     return out
 
 
-def existing_pictures(files: Sequence[Path], task: str, save_dir: Union[str, Path]) -> List[Path]:
-    """The pictures of `files` that already exist in save_dir (an earlier run's), in input order."""
-    return [p for stem in unique_stems(files) for p in (Path(save_dir) / f"{stem}{sfx}"
-                                                         for sfx in PICTURE_SUFFIXES.get(task, ()))
+def existing_pictures(stems: Sequence[str], task: str, save_dir: Union[str, Path]) -> List[Path]:
+    """The pictures of `stems` (see unique_stems) that already exist in save_dir (an earlier run's), in order."""
+    return [p for stem in stems for p in (Path(save_dir) / f"{stem}{sfx}"
+                                          for sfx in tasks.PICTURE_SUFFIXES.get(task, ()))
             if os.path.lexists(p)]
 
 
@@ -368,7 +365,7 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
     pictures = save_dir is not None and meta.task in tasks.PICTURE_TASKS
     stems = unique_stems(files_)
     if pictures and not overwrite:
-        clashes = existing_pictures(files_, meta.task, save_dir)
+        clashes = existing_pictures(stems, meta.task, save_dir)
         if clashes:
             what = f"{clashes[0].name} and {len(clashes) - 1} more pictures already exist" if len(clashes) > 1 \
                 else f"{clashes[0].name} already exists"

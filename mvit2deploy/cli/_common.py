@@ -53,4 +53,3 @@ def parse_size(value: Optional[str]) -> Optional[Tuple[int, int]]:
     if len(parts) == 2:
         return parts[0], parts[1]
     raise UserError(f"--image-size {value!r}: expected N or HxW")
-

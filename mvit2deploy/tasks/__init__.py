@@ -21,11 +21,13 @@ from .segmentation import ClassArea, Segmentation, segment
 
 TaskResult = Union[Classification, Segmentation, Detections]
 TASKS = ("classification", "segmentation", "detection")
-PICTURE_TASKS = ("segmentation", "detection")  # classification saves no picture
+# the file suffixes of each task's pictures (classification saves none)
+PICTURE_SUFFIXES = {"segmentation": Segmentation.PICTURES, "detection": Detections.PICTURES}
+PICTURE_TASKS = tuple(PICTURE_SUFFIXES)
 
 __all__ = ["postprocess", "effective_score_threshold", "TaskResult", "Classification", "ScoredClass",
            "Segmentation", "ClassArea", "Detections", "Detection", "classify", "segment", "detect", "softmax",
-           "TASKS", "PICTURE_TASKS"]
+           "TASKS", "PICTURE_TASKS", "PICTURE_SUFFIXES"]
 
 
 def graph_score_threshold(meta: ArtifactMeta) -> Optional[float]:

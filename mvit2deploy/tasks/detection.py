@@ -60,12 +60,14 @@ class Detections:
         top = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in list(names.items())[:4])
         return f"{len(self.detections)} detections ({top}{', ...' if len(names) > 4 else ''})"
 
+    PICTURES = ("_det.png",)  # <stem> + this, in save_dir
+
     def save_pictures(self, image: Image.Image, save_dir: Path, stem: str, labels: Sequence[str]) -> None:
         boxes = np.asarray([d.xyxy for d in self.detections], np.float64).reshape(-1, 4)
         pic = draw.draw_detections(image, boxes, [d.score for d in self.detections],
                                    [d.category_id for d in self.detections],
                                    [d.category_name for d in self.detections], draw.class_colours(labels))
-        self.pictures = {"image_png": str(draw.save_png(pic, Path(save_dir) / f"{stem}_det.png"))}
+        self.pictures = {"image_png": str(draw.save_png(pic, Path(save_dir) / f"{stem}{self.PICTURES[0]}"))}
 
     def release(self) -> None:
         pass

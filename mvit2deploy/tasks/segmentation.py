@@ -42,11 +42,13 @@ class Segmentation:
     def short(self) -> str:
         return ", ".join(f"{c.label} {100 * c.fraction:.1f}%" for c in self.classes[:3]) or "no class"
 
+    PICTURES = ("_mask.png", "_overlay.png")  # <stem> + these, in save_dir
+
     def save_pictures(self, image: Image.Image, save_dir: Path, stem: str, labels: Sequence[str]) -> None:
         mask_path = draw.save_png(draw.colour_mask(self.mask, labels, self.unknown),
-                                  Path(save_dir) / f"{stem}_mask.png")
+                                  Path(save_dir) / f"{stem}{self.PICTURES[0]}")
         over_path = draw.save_png(draw.overlay(image, self.mask, labels, self.unknown),
-                                  Path(save_dir) / f"{stem}_overlay.png")
+                                  Path(save_dir) / f"{stem}{self.PICTURES[1]}")
         self.pictures = {"mask_png": str(mask_path), "overlay_png": str(over_path)}
 
     def release(self) -> None:
