@@ -1,6 +1,20 @@
-"""mvit2deploy: MobileViTv2 from PyTorch to deployment, exact, validated and measured."""
-__version__ = "0.2.2"
+"""mvit2deploy: MobileViTv2 from PyTorch to deployment, exact, validated and measured.
 
-from .models import CheckpointError, get_entry, list_models, load_model  # noqa: E402
+    import mvit2deploy
+    model = mvit2deploy.load_model("mobilevitv2-0.5", weights="official")  # or a file, or None (random)
+
+Importing the package is cheap: torch, ONNX and Core ML load only when a function needs them.
+"""
+__version__ = "0.3.0"
 
 __all__ = ["__version__", "load_model", "get_entry", "list_models", "CheckpointError"]
+
+_LAZY = {"load_model": "hub", "get_entry": "models.zoo", "list_models": "models.zoo", "CheckpointError": "errors"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,3 +5,7 @@ class UserError(Exception):
     """Bad input, bad option or unusable environment: one readable line, exit code 2."""
 
     exit_code = 2
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""

@@ -9,7 +9,6 @@ Downloads use only urllib (no extra dependency); checkpoints are only read throu
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -23,13 +22,12 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-import torch
-
-from .errors import UserError
-from .paths import user_cache_dir
-from .models.checkpoint import CheckpointError, load_into, read_state_dict
-from .models.zoo import build_model, get_entry, list_models
+from .errors import CheckpointError, UserError
+from .fs import sha256
+from .models import build_model, get_entry, list_models
+from .models import load_model as _load_model
 from .models.zoo import base_url as zoo_base_url
+from .paths import user_cache_dir
 
 
 # The project's top-level weights/ folder (beside the package in a checkout).
@@ -64,14 +62,6 @@ def write_lock(lock: Dict[str, dict]) -> None:
     tmp = p.with_suffix(".tmp")
     tmp.write_text(json.dumps(lock, indent=1, sort_keys=True))
     tmp.replace(p)
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_file(model_id: str) -> Path:
@@ -140,6 +130,8 @@ def _record(model_id: str, path: Path, url: Optional[str], source: str) -> str:
 
 def check_loads(path: Path, model_id: str) -> str:
     """Strictly load `path` into a fresh model of `model_id`; returns the layout. Raises CheckpointError."""
+    from .models.checkpoint import load_into, read_state_dict
+
     model = build_model(get_entry(model_id))
     return load_into(model, read_state_dict(path), name=model_id, source=path.name)
 
@@ -280,6 +272,10 @@ def import_file(path: Union[str, Path], model_id: str, force: bool = False) -> P
     target = cache_file(model_id)
     if target.is_file() and not force:
         raise WeightsError(f"{model_id} is already cached ({target}); pass --force to replace it")
+    import torch
+
+    from .models.checkpoint import load_into, read_state_dict
+
     model = build_model(get_entry(model_id))
     try:
         layout = load_into(model, read_state_dict(path), name=model_id, source=path.name)
@@ -329,3 +325,11 @@ def verify(model_id: str) -> VerifyResult:
 
 def cached_ids() -> List[str]:
     return [e.id for e in list_models() if cached(e.id)]
+
+
+def load_model(model_id: str, weights: Optional[Union[str, Path]] = None):
+    """`models.load_model`, where weights may also be "official": the cached official checkpoint
+    (hash-verified; see `mvit2deploy weights pull`). None: random weights from a fixed seed."""
+    if weights is not None and str(weights) == "official":
+        weights = require_cached(model_id)
+    return _load_model(model_id, weights)

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from mvit2deploy import hub
 from mvit2deploy.cli import app
-from mvit2deploy.models import build_model, get_entry, list_models, load_model
+from mvit2deploy.hub import load_model
+from mvit2deploy.models import build_model, get_entry, list_models
 from mvit2deploy.models.checkpoint import official_to
 
 MID = "mobilevitv2-0.5"

@@ -121,7 +121,7 @@ def explain_image(image: Union[str, Path], model_id: str = DEFAULT_MODEL,
     """
     from ..artifact import default_preprocessing
     from ..images import load_image, preprocess
-    from ..models import load_model
+    from ..hub import load_model
 
     save = Path(save) if save is not None else default_save_path(image, model_id)
     if save.exists() and not force:

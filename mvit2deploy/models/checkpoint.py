@@ -15,13 +15,9 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import CheckpointError, UserError
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 def _is_pickle(path: Path) -> bool:

@@ -9,11 +9,12 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Dict, List, Optional, Tuple
-
-from torch import nn
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import UserError
+
+if TYPE_CHECKING:  # the manifest is read without torch (`mvit2deploy weights list`)
+    from torch import nn
 
 TASKS = ("classification", "segmentation", "detection")
 
@@ -81,7 +82,7 @@ def load_labels(name: str) -> List[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def build_model(entry: ZooEntry) -> nn.Module:
+def build_model(entry: ZooEntry) -> "nn.Module":
     """A randomly initialised network of the entry's architecture, official key layout."""
     from .mobilevitv2 import MobileViTv2
     from .segmentation import SegmentationModel

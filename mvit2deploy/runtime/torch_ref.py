@@ -9,7 +9,8 @@ import torch
 
 from ..artifact import ArtifactMeta, default_preprocessing, detection_options
 from ..export.graphs import task_graph
-from ..models import get_entry, load_model
+from ..hub import load_model
+from ..models import get_entry
 from ..models.box_ops import postprocess
 
 
@@ -59,3 +60,15 @@ class TorchSession:
             res["labels"][i, :k] = det.labels.numpy()
             res["num_detections"][i] = k
         return res
+
+
+def unavailable() -> Optional[str]:
+    return None
+
+
+def describe() -> Dict[str, str]:
+    return {"torch": torch.__version__}
+
+
+def open(model, threads: Optional[int] = None, spinning: bool = True, **options) -> TorchSession:  # noqa: A001
+    return TorchSession(str(model), threads=threads, **options)

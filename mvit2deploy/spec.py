@@ -1,0 +1,96 @@
+"""The project's tables, defined once: tasks, formats, runtimes, precisions, compute units, defaults and bounds.
+
+Every other module reads these; none defines its own copy. Adding a runtime is one `Runtime` entry here plus
+one module under `mvit2deploy/runtime/`; adding a format, one `Format` entry plus one export subpackage.
+This module imports nothing heavy (the CLI reads it at start-up).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+TASKS = ("classification", "segmentation", "detection")
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str  # what export writes
+    reads: Tuple[str, ...]  # suffixes of files that are artifacts of this format
+    is_folder: bool = False  # an .mlpackage is a directory
+
+
+FORMATS: Dict[str, Format] = {f.name: f for f in (
+    Format("onnx", ".onnx", (".onnx",)),
+    Format("ort", ".ort", (".ort",)),
+    Format("coreml", ".mlpackage", (".mlpackage", ".mlmodel"), is_folder=True),
+)}
+ARTIFACT_SUFFIXES = tuple(s for f in FORMATS.values() for s in f.reads)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".safetensors", ".bin", ".ckpt")
+
+
+def format_of(suffix: str) -> Optional[str]:
+    """The format whose artifacts end in `suffix` (None: not an artifact)."""
+    return next((f.name for f in FORMATS.values() if suffix.lower() in f.reads), None)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    module: str  # mvit2deploy.runtime.<module>: defines `describe`, `availability` and `open`
+    formats: Tuple[str, ...]  # artifact formats it runs; () = runs a zoo id (the PyTorch reference)
+    precisions: Tuple[str, ...]  # precisions bench asks it for
+    export_format: Optional[str]  # the format bench exports for it (None: runs the module itself)
+
+
+RUNTIMES: Dict[str, Runtime] = {r.name: r for r in (
+    Runtime("torch", "torch_ref", (), ("fp32",), None),
+    Runtime("onnxruntime", "onnxruntime", ("onnx", "ort"), ("fp32", "fp16", "int8"), "onnx"),
+    Runtime("ort-mobile", "ort_mobile", ("ort",), ("fp32", "fp16", "int8"), "ort"),
+    Runtime("coreml", "coreml", ("coreml",), ("fp32", "fp16", "int8"), "coreml"),
+)}
+REFERENCE_RUNTIME = "torch"
+TORCH_PRECISION_NOTE = "torch eager runs fp32 only (fp16/int8 are conversions of the exported graph)"
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISION = "fp32"
+
+# Core ML compute units: our option value -> coremltools' ComputeUnit member name
+COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE"}
+DEFAULT_COMPUTE_UNITS = "all"
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17")
+DEFAULT_DEPLOYMENT_TARGET = "iOS15"
+COREML_COMPRESSIONS = ("int8", "palettize4", "palettize8")
+
+# Detection post-processing, the official evaluation's except the score threshold (cvnets evaluates at 0.01;
+# 0.3 gives pictures a person can read)
+SCORE_THRESHOLD = 0.3
+IOU_THRESHOLD = 0.5
+MAX_DETECTIONS = 200
+TOP_K_PER_CLASS = 400  # the official per-class cap before NMS
+
+SEG_OUTPUTS = ("mask", "logits")
+
+MIN_SIZE, MAX_SIZE = 32, 2048  # --image-size bounds, per side
+MIN_OPSET, DEFAULT_OPSET = 17, 18
+
+# task -> the agreement measure between an artifact and the PyTorch reference
+AGREEMENT_METRIC = {"classification": "top1_agree", "segmentation": "pixel_agree", "detection": "det_matched"}
+
+
+def check_size(size: Tuple[int, int], option: str = "--image-size") -> Tuple[int, int]:
+    """One bounds check for every command that takes an input size."""
+    from .errors import UserError
+
+    h, w = size
+    if min(h, w) < MIN_SIZE or max(h, w) > MAX_SIZE:
+        raise UserError(f"{option} {h}x{w} is out of range ({MIN_SIZE}..{MAX_SIZE} per side)")
+    return h, w
+
+
+def check_choice(value: str, choices, option: str) -> str:
+    from .errors import UserError
+
+    if value not in choices:
+        raise UserError(f"{option} {value!r}: choose from {', '.join(choices)}")
+    return value
