@@ -22,7 +22,7 @@ import torch
 from common import filled_model, timing_parser  # this folder, on sys.path when run as a script
 
 from mvit2deploy.bench.environment import cpu_model
-from mvit2deploy.bench.runner import take_turns, timed
+from mvit2deploy.bench.timing import take_turns, timed
 from mvit2deploy.export import ExportOptions, export
 from mvit2deploy.export.validate import sample_crops
 from mvit2deploy.runtime.onnxruntime import session_options

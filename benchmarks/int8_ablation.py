@@ -6,7 +6,7 @@ Variants: the full graph; every SiLU made the identity; every transformer GroupN
 go its Dequantize/Quantize pair and reshapes); only the InstanceNormalization nodes made Identity (their
 Dequantize -> Quantize pair stays). Each is traced from the deploy copy, simplified, pointwise-merged and
 quantised exactly as `export --precision int8` does (filled weights, the bundled calibration views), then all
-are timed in interleaved rounds in one process (`bench.runner.take_turns`), so host drift hits all alike.
+are timed in interleaved rounds in one process (`bench.timing.take_turns`), so host drift hits all alike.
 """
 from __future__ import annotations
 
@@ -23,21 +23,23 @@ import torch.nn.functional as F
 from common import filled_model, timing_parser  # this folder, on sys.path when run as a script
 
 from mvit2deploy.bench.environment import cpu_model
-from mvit2deploy.bench.runner import take_turns, timed
-from mvit2deploy.export import ExportOptions, build_meta, deploy
-from mvit2deploy.export.fuse import merge_pointwise_chains
-from mvit2deploy.export.graphs import task_graph
-from mvit2deploy.export.onnx_pipeline import calibration_batches
-from mvit2deploy.export.optimize import simplify
-from mvit2deploy.export.precision import to_int8
-from mvit2deploy.export.to_onnx import export_graph
+from mvit2deploy.bench.timing import take_turns, timed
+from mvit2deploy.export import ExportOptions, build_meta
+from mvit2deploy.export.onnx import deploy
+from mvit2deploy.export.onnx.fuse import merge_pointwise_chains
+from mvit2deploy.export.onnx.optimize import simplify
+from mvit2deploy.export.onnx.pipeline import calibration_batches
+from mvit2deploy.export.onnx.precision import to_int8
+from mvit2deploy.export.onnx.to_onnx import export_graph
+from mvit2deploy.models.graphs import task_graph
 from mvit2deploy.runtime.onnxruntime import session_options
+from mvit2deploy.spec import DEFAULT_OPSET
 
 IDENTITY = staticmethod(lambda x, *args, **kwargs: x)
 
 
 def int8_graph(model: torch.nn.Module, size: int, calibration: np.ndarray) -> onnx.ModelProto:
-    proto = export_graph(task_graph(deploy.deploy_copy(model)), (size, size), None, 18, ["logits"])
+    proto = export_graph(task_graph(deploy.deploy_copy(model)), (size, size), None, DEFAULT_OPSET, ["logits"])
     proto, _ = simplify(proto)
     merge_pointwise_chains(proto)
     return to_int8(proto, list(calibration))[0]

@@ -5,8 +5,12 @@ prefixed `mvit2deploy.`; lists and dicts are JSON-encoded.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io
 import json
+import logging
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -123,6 +127,50 @@ def read_ort_meta(path: str | Path) -> ArtifactMeta:
     return ArtifactMeta.from_props(sess.get_modelmeta().custom_metadata_map, where=str(path))
 
 
+@contextlib.contextmanager
+def quiet():
+    """Silence coremltools' import-time proxy warnings, progress bars and converter chatter."""
+    buf = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("coremltools", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def load_coreml_spec(path: str | Path):
+    """The model spec of an .mlpackage / .mlmodel (works on Linux: nothing is compiled)."""
+    with quiet():
+        import coremltools as ct
+
+        return ct.utils.load_spec(str(path))
+
+
+def read_coreml_meta(path: str | Path) -> ArtifactMeta:
+    """Metadata of an .mlpackage / .mlmodel, read from its spec."""
+    try:
+        spec = load_coreml_spec(path)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable Core ML model ({type(exc).__name__})") from None
+    return ArtifactMeta.from_props(dict(spec.description.metadata.userDefined), where=str(path))
+
+
+def unique_labels(labels: List[str]) -> List[str]:
+    """The labels as a Core ML classifier holds them. Core ML keys a classifier's probabilities by label, so equal
+    names would merge (ImageNet has two "crane" and two "maillot"): a repeated name gets its class index, e.g.
+    "crane (134)" and "crane (517)"."""
+    counts = {}
+    for name in labels:
+        counts[name] = counts.get(name, 0) + 1
+    return [f"{name} ({i})" if counts[name] > 1 else name for i, name in enumerate(labels)]
+
+
 def read_meta(path: str | Path) -> ArtifactMeta:
     """Metadata of any artifact: .onnx, .ort, .mlpackage."""
     path = Path(path)
@@ -133,7 +181,5 @@ def read_meta(path: str | Path) -> ArtifactMeta:
     if path.suffix == ".ort":
         return read_ort_meta(path)
     if path.suffix in (".mlpackage", ".mlmodel"):
-        from .export.coreml import read_coreml_meta
-
         return read_coreml_meta(path)
     raise UserError(f"{path}: unsupported artifact type {path.suffix!r} (expected .onnx, .ort or .mlpackage)")

@@ -15,9 +15,9 @@ from PIL import Image, ImageOps
 
 from .artifact import Preprocessing
 from .errors import UserError
+from .spec import IMAGE_SUFFIXES  # noqa: F401  (re-exported: the files decoded here)
 
 MIN_SIDE = 8  # smaller images carry no usable content at these model sizes
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 class BadImage(UserError):

@@ -7,6 +7,7 @@ This module imports nothing heavy (the CLI reads it at start-up).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 TASKS = ("classification", "segmentation", "detection")
@@ -27,6 +28,8 @@ FORMATS: Dict[str, Format] = {f.name: f for f in (
 )}
 ARTIFACT_SUFFIXES = tuple(s for f in FORMATS.values() for s in f.reads)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".safetensors", ".bin", ".ckpt")
+IMAGE_SUFFIXES = frozenset((".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"))  # what images.py decodes
+EXPORT_DIR = Path("exports")  # where export writes by default, and where predict looks for the newest model
 
 
 def format_of(suffix: str) -> Optional[str]:
@@ -37,7 +40,7 @@ def format_of(suffix: str) -> Optional[str]:
 @dataclass(frozen=True)
 class Runtime:
     name: str
-    module: str  # mvit2deploy.runtime.<module>: defines `describe`, `availability` and `open`
+    module: str  # mvit2deploy.runtime.<module>: defines `unavailable`, `describe` and `open`
     formats: Tuple[str, ...]  # artifact formats it runs; () = runs a zoo id (the PyTorch reference)
     precisions: Tuple[str, ...]  # precisions bench asks it for
     export_format: Optional[str]  # the format bench exports for it (None: runs the module itself)

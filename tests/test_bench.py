@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from mvit2deploy.bench import BenchSettings, plan, run_bench, stats
 from mvit2deploy.bench.report import to_csv, to_markdown, write_outputs
-from mvit2deploy.bench.runner import ROW_FIELDS, BenchSettings as _Settings, time_runs
+from mvit2deploy.bench.rows import ROW_FIELDS, BenchSettings as _Settings
+from mvit2deploy.bench.timing import time_runs
 from mvit2deploy.errors import UserError
 
 MODEL = "mobilevitv2-0.5"
@@ -258,7 +259,9 @@ def test_cli_routing_and_errors(cache):
 
 
 def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
-    from mvit2deploy.bench import runner
+    from types import SimpleNamespace
+
+    from mvit2deploy.bench import measure, rows as runner, timing
 
     calls = []
 
@@ -271,12 +274,12 @@ def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
             calls.append(cfg.runtime)
             if cfg.runtime == "flaky" and calls.count("flaky") > 6:
                 raise RuntimeError("device lost\nsecond line")
-        return row, fn, object()
+        return measure.Opened(row, SimpleNamespace(run=fn))
 
-    monkeypatch.setattr(runner, "_open", fake_open)
+    monkeypatch.setattr(measure, "open_config", fake_open)
     jobs = [(runner.Config(MODEL, rt, "fp32", (8, 8), 2), None, None) for rt in ("a", "b", "flaky")]
     settings = _Settings(warmup=2, runs=7, rounds=3, round_pause_s=0.0, max_warmup_runs=0)
-    rows = runner.measure_interleaved(jobs, None, settings)
+    rows = measure.measure_interleaved(jobs, None, settings)
     a, b, flaky = rows
     # 7 timed runs spread 3 + 2 + 2 over the rounds, each turn after 2 untimed runs; warm-up: first run + 2
     assert a.state == b.state == runner.MEASURED and a.runs == b.runs == 7 and a.warmup_runs == 3
@@ -288,12 +291,12 @@ def test_interleaved_rounds_take_turns_and_survive_a_failure(monkeypatch):
     assert turns[:6] == ["a", "b", "flaky", "a", "b", "flaky"] and turns[6:] == ["a", "b", "a", "b"]
     # with --min-time: each round a slice of the time, never fewer than MIN_RUNS timed runs in all
     settings = _Settings(warmup=0, runs=1, min_time=1e-6, rounds=2, round_pause_s=0.0)
-    a, b = runner.measure_interleaved(jobs[:2], None, settings)
-    assert a.runs == b.runs == 2 * 3 and runner.MIN_RUNS == 5  # ceil(5 / 2) per round
+    a, b = measure.measure_interleaved(jobs[:2], None, settings)
+    assert a.runs == b.runs == 2 * 3 and timing.MIN_RUNS == 5  # ceil(5 / 2) per round
 
 
 def test_take_turns_spreads_the_runs_over_the_rounds():
-    from mvit2deploy.bench.runner import take_turns
+    from mvit2deploy.bench.timing import take_turns
 
     calls = []
     blocks = take_turns({"x": lambda _: calls.append("x"), "y": lambda _: calls.append("y")}, None, rounds=4, runs=10,

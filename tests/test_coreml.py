@@ -15,17 +15,20 @@ import torch
 from typer.testing import CliRunner
 
 from mvit2deploy.artifact import PREFIX, ArtifactMeta, read_meta
-from mvit2deploy.export.coreml_checks import coremltools
+from mvit2deploy.export.coreml.tools import coremltools
 
 coremltools()  # import it once, quietly (Linux prints proxy warnings)
 from coremltools.proto import FeatureTypes_pb2  # noqa: E402
 from mvit2deploy.errors import UserError
 from mvit2deploy.export import ExportOptions, ValidationFailed, export
-from mvit2deploy.export.coreml import (BATCH_REFUSAL, CoreMLClassifier, CoreMLDetector, coreml_graph, plan,
-                                       read_coreml_meta, unique_labels)
-from mvit2deploy.export.coreml_checks import (NOT_RUN, PREVIEW_KEY, load_spec, op_inventory, package_bytes,
-                                              programs, stage_kinds)
-from mvit2deploy.export.graphs import task_graph
+from mvit2deploy.artifact import read_coreml_meta, unique_labels
+from mvit2deploy.export.coreml.options import BATCH_REFUSAL, plan
+from mvit2deploy.export.coreml.report import NOT_RUN
+from mvit2deploy.export.coreml.spec_reading import op_inventory, programs, stage_kinds
+from mvit2deploy.export.coreml.tools import PREVIEW_KEY, load_spec
+from mvit2deploy.export.coreml.wrappers import CoreMLClassifier, CoreMLDetector, coreml_graph
+from mvit2deploy.fs import size_bytes as package_bytes
+from mvit2deploy.models.graphs import task_graph
 from mvit2deploy.models import load_labels, load_model
 
 CLS, SEG, DET = "mobilevitv2-0.5", "deeplabv3-mobilevitv2-0.5-ade20k", "ssdlite-mobilevitv2-0.5-coco"
@@ -94,7 +97,7 @@ def _features(descs):
 
 
 def _all_ranks(spec):
-    """Independent of coreml_checks: the rank of every op output of every ML Program in the model."""
+    """Independent of spec_reading: the rank of every op output of every ML Program in the model."""
     def walk(block):
         for op in block.operations:
             for o in op.outputs:
@@ -141,7 +144,7 @@ def test_classifier_labels_and_checks(cls16):
     labels = load_labels("imagenet1k")
     assert len(labels) == 1000
     assert rep.get("class_labels").ok and rep.get("class_labels").detail.startswith("1000 classifier labels")
-    from mvit2deploy.export.coreml_checks import spec_labels
+    from mvit2deploy.export.coreml.spec_reading import spec_labels
 
     kind, packaged = spec_labels(load_spec(cls16.path))
     assert kind == "classifier" and len(set(packaged)) == 1000  # Core ML keys probabilities by label: no repeats
@@ -181,7 +184,7 @@ def test_rank_never_above_five(cls16, seg, det):
 
 
 def test_fp16_groupnorm_headroom(cls16, cls32):
-    from mvit2deploy.export.coreml_checks import groupnorm_peak
+    from mvit2deploy.export.coreml.headroom import groupnorm_peak
 
     peak = cls16.report.get("fp16_groupnorm_peak")
     assert 0 < peak.value < 256 and peak.threshold is None and "global_rep" in peak.detail
@@ -221,16 +224,17 @@ def test_int8_compression(cls16, cls_int8):
 
 def test_palettize_tiny_network():
     """Palettization on a small conv net (fast): 4-bit lookup tables, one constexpr op per compressed weight."""
-    from mvit2deploy.export import coreml as cm
+    from mvit2deploy.export.coreml import compress as cm
+    from mvit2deploy.export.coreml.tools import quiet
 
     ct = coremltools()
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3)).eval()
-    with cm.quiet():
+    with quiet():
         traced = torch.jit.trace(net, torch.rand(1, 3, 16, 16))
         mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=(1, 3, 16, 16))], convert_to="mlprogram",
                              minimum_deployment_target=ct.target.iOS16, skip_model_load=True)
     notes = []
-    small = cm._compress(ct, mlmodel, "palettize4", notes)
+    small = cm.compress(ct, mlmodel, "palettize4", notes)
     spec = small.get_spec()
     inv = op_inventory(spec)
     assert inv.get("constexpr_lut_to_dense") == 1  # the 64x64x3x3 weight; the 3x64x3x3 one is under 2048 elements
@@ -240,7 +244,7 @@ def test_palettize_tiny_network():
         assert notes and "uniform instead of k-means" in notes[0]
     else:
         assert notes == []
-    q = cm._compress(ct, mlmodel, "int8", [])
+    q = cm.compress(ct, mlmodel, "int8", [])
     assert any(k.startswith("constexpr_") for k in op_inventory(q.get_spec()))
 
 
@@ -365,9 +369,9 @@ _CONVERTED = {}
 def cached_convert(monkeypatch):
     """The end-to-end tests below all export the same 64x64 fp16 classifier: convert it once, and run everything
     after the conversion (save, annotate, checks, validation, write) for real each time."""
-    from mvit2deploy.export import coreml as cm
+    from mvit2deploy.export.coreml import pipeline as cm
 
-    real = cm._convert
+    real = cm.convert
 
     def convert(ct, traced, task, labels, opts, target, size, nms):
         key = (opts.model_id, tuple(size), opts.precision, target)
@@ -375,7 +379,7 @@ def cached_convert(monkeypatch):
             _CONVERTED[key] = real(ct, traced, task, labels, opts, target, size, nms)
         return _CONVERTED[key]
 
-    monkeypatch.setattr(cm, "_convert", convert)
+    monkeypatch.setattr(cm, "convert", convert)
 
 
 def _opts(**kw):
@@ -456,7 +460,7 @@ def test_cli_export_coreml(tmp_path, cached_convert):
 
 
 def test_failed_checks_write_nothing(tmp_path, monkeypatch, cached_convert):
-    from mvit2deploy.export import coreml as cm
+    from mvit2deploy.export.coreml import pipeline as cm
 
     real = cm.check_package
 
@@ -524,13 +528,13 @@ def _twin(model_id, **opt_kw):
 
 
 def test_macos_validation_classifier(cls16):
-    from mvit2deploy.export import coreml as cm
-    from mvit2deploy.export.coreml_checks import CoreMLReport
+    from mvit2deploy.export.coreml import macos as cm
+    from mvit2deploy.export.coreml.report import CoreMLReport
 
     opts, model, graph, wrapper = _twin(CLS, image_size=CLS_SIZE)
     meta = read_meta(cls16.path)
     rep = CoreMLReport("fp16", list(cls16.report.checks))
-    cm._validate_on_macos(FakeCoreML(wrapper, meta), meta, graph, wrapper, opts, rep, False)
+    cm.validate_on_macos(FakeCoreML(wrapper, meta), meta, graph, wrapper, opts, rep, False)
     names = [c.name for c in rep.checks]
     assert "numerical_validation" not in names
     assert rep.get("coreml_max_abs_err").value < 1e-6 and rep.get("coreml_top1_agree").value == 1.0
@@ -539,7 +543,7 @@ def test_macos_validation_classifier(cls16):
     assert "compared with PyTorch" in rep.summary
 
     bad = CoreMLReport("fp16", list(cls16.report.checks))
-    cm._validate_on_macos(FakeCoreML(wrapper, meta, tamper=True), meta, graph, wrapper, opts, bad, False)
+    cm.validate_on_macos(FakeCoreML(wrapper, meta, tamper=True), meta, graph, wrapper, opts, bad, False)
     assert not bad.passed and not bad.get("coreml_cosine").ok  # probabilities in the wrong label order
 
 
@@ -561,8 +565,8 @@ class Sharpened(torch.nn.Module):
 
 
 def test_macos_validation_detection_and_segmentation(det, det_raw, seg):
-    from mvit2deploy.export import coreml as cm
-    from mvit2deploy.export.coreml_checks import CoreMLReport
+    from mvit2deploy.export.coreml import macos as cm
+    from mvit2deploy.export.coreml.report import CoreMLReport
 
     thresholds = dict(score_threshold=0.5, iou_threshold=0.45, max_detections=100)
     for r, nms in ((det, True), (det_raw, False)):
@@ -572,7 +576,7 @@ def test_macos_validation_detection_and_segmentation(det, det_raw, seg):
         wrapper = coreml_graph(graph, "detection")
         meta.options.update(thresholds)
         rep = CoreMLReport("fp16")
-        cm._validate_on_macos(FakeCoreML(wrapper, meta, thresholds if nms else None), meta, graph, wrapper, opts,
+        cm.validate_on_macos(FakeCoreML(wrapper, meta, thresholds if nms else None), meta, graph, wrapper, opts,
                               rep, nms)
         if nms:
             assert rep.get("coreml_detections_ref").value >= 1  # boxes were kept: a real comparison
@@ -583,7 +587,7 @@ def test_macos_validation_detection_and_segmentation(det, det_raw, seg):
     meta = read_meta(seg.path)
     opts, model, graph, wrapper = _twin(SEG, image_size=SEG_SIZE)
     rep = CoreMLReport("fp16")
-    cm._validate_on_macos(FakeCoreML(wrapper, meta), meta, graph, wrapper, opts, rep, False)
+    cm.validate_on_macos(FakeCoreML(wrapper, meta), meta, graph, wrapper, opts, rep, False)
     # the stand-in runs one image at a time and the reference a batch, so float rounding may flip a tied
     # pixel of this random network; every pixel where the reference is decisive must agree
     assert rep.get("coreml_pixel_agree_decisive").value == 1.0 and rep.passed
@@ -591,7 +595,7 @@ def test_macos_validation_detection_and_segmentation(det, det_raw, seg):
 
 
 def test_export_runs_numerical_validation_when_it_can(tmp_path, monkeypatch, cached_convert):
-    from mvit2deploy.export import coreml as cm
+    from mvit2deploy.export.coreml import pipeline as cm
 
     made = {}
     real_graph = cm.coreml_graph

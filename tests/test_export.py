@@ -220,7 +220,7 @@ def test_unsupported_requests_fail_cleanly(tmp_path, kw, match):
 
 
 def test_output_path_checked_before_any_work(tmp_path):
-    from mvit2deploy.export import atomic_move
+    from mvit2deploy.fs import atomic_move
 
     def refused(match, **kw):
         with pytest.raises(UserError, match=match):
@@ -249,7 +249,7 @@ def test_calibration_folder_skips_unreadable_images(tmp_path):
     import shutil
 
     from mvit2deploy.export import build_meta
-    from mvit2deploy.export.onnx_pipeline import calibration_batches
+    from mvit2deploy.export.onnx.pipeline import calibration_batches
     from mvit2deploy.export.validate import sample_paths
 
     opts = ExportOptions(CLS, random_init=True, image_size=(64, 64), precision="int8", calibration=tmp_path / "cal")

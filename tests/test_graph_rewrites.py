@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import REFERENCE_MODELS, reference_state_dict
-from mvit2deploy.export.deploy import TokenLayer, deploy_copy
-from mvit2deploy.export.fuse import gemms_as_pointwise_convs, merge_pointwise_chains
-from mvit2deploy.export.graphs import task_graph
-from mvit2deploy.export.optimize import simplify
-from mvit2deploy.export.to_onnx import export_graph
+from mvit2deploy.export.onnx.deploy import TokenLayer, deploy_copy
+from mvit2deploy.export.onnx.fuse import gemms_as_pointwise_convs, merge_pointwise_chains
+from mvit2deploy.export.onnx.optimize import simplify
+from mvit2deploy.export.onnx.to_onnx import export_graph
+from mvit2deploy.models.graphs import task_graph
 from mvit2deploy.models import build_model, get_entry
 from mvit2deploy.models.mobilevitv2 import LinearAttnFFN
 

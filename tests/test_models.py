@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import REFERENCE_MODELS, reference_input, reference_keys, reference_trailer, reference_vectors
 from mvit2deploy import load_model
 from mvit2deploy.models import build_model, get_entry, list_models
-from mvit2deploy.models.box_ops import postprocess
+from mvit2deploy.models.box_ops import select_detections
 from mvit2deploy.models.mobilevitv2 import MobileViTv2, fold_patches, unfold_patches
 
 
@@ -89,7 +89,7 @@ def test_detection_matches_reference(filled_checkpoints):
     assert np.abs(boxes.numpy() - z["boxes_xyxy"]).max() < 1e-4
     assert np.abs(scores[:, idx].numpy() - z["scores_subset"]).max() < 1e-5
     for thr in ("0.3", "0.01"):
-        dets = postprocess(boxes, scores, score_threshold=float(thr))
+        dets = select_detections(boxes, scores, score_threshold=float(thr))
         for i, det in enumerate(dets):
             ref_boxes = z[f"det{thr}_img{i}_boxes"]
             ref_labels = z[f"det{thr}_img{i}_labels"]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from fill import fill_state_dict  # tests/data, put on sys.path by conftest
 from mvit2deploy.artifact import detection_options
+from mvit2deploy.errors import UserError
 from mvit2deploy.cli import app
 from mvit2deploy.export import ExportOptions, build_meta, export
 from mvit2deploy.images import MIN_SIDE, Placement
@@ -521,15 +522,15 @@ def test_mapping_back_through_a_crop():
     # a 200x100 image whose centre 100x100 was the network input (short side + centre crop)
     pl = Placement((200, 100), (50.0, 0.0, 150.0, 100.0))
     mask = np.arange(4, dtype=np.int64).reshape(2, 2)
-    full = seg_task.to_original(mask, pl, num_classes=4)
+    full = seg_task.mask_to_original(mask, pl, num_classes=4)
     assert full.shape == (100, 200)
     assert (full[:, :50] == seg_task.UNKNOWN).all() and (full[:, 150:] == seg_task.UNKNOWN).all()
     assert full[0, 50] == 0 and full[0, 149] == 1 and full[99, 50] == 2 and full[99, 149] == 3
     areas = seg_task.class_areas(full, ["a", "b", "c", "d"], seg_task.UNKNOWN)
     assert [round(c.fraction, 3) for c in areas] == [0.125] * 4
-    boxes = det_task.to_original(np.array([[0.0, 0.0, 0.5, 1.0], [-0.1, 0.2, 1.5, 0.4]]), pl)
+    boxes = det_task.boxes_to_original(np.array([[0.0, 0.0, 0.5, 1.0], [-0.1, 0.2, 1.5, 0.4]]), pl)
     assert np.allclose(boxes, [[50, 0, 100, 100], [40, 20, 200, 40]])  # clipped to the image
-    stretch = det_task.to_original(np.array([[0.25, 0.5, 0.75, 1.0]]), Placement((640, 427), (0, 0, 640, 427)))
+    stretch = det_task.boxes_to_original(np.array([[0.25, 0.5, 0.75, 1.0]]), Placement((640, 427), (0, 0, 640, 427)))
     assert np.allclose(stretch, [[160, 213.5, 480, 427]])
 
 
@@ -539,10 +540,10 @@ def test_palette_is_fixed_and_png_writes_are_atomic(tmp_path):
     assert draw.class_colours(["wall", "building"])[0] == (128, 0, 0)  # no background: nothing drawn black
 
     class Broken:
-        def save(self, path, **kw):
-            Path(path).write_bytes(b"half")
+        def save(self, fp, **kw):
+            fp.write(b"half")
             raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="x.png: disk full"):  # fs.atomic_write: one line naming the file
         draw.save_png(Broken(), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []

@@ -22,13 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bench.stats import fit_loglog_slope
+from ..bench.timing import timed
 from ..errors import UserError
 from ..models.mobilevitv2 import LinearSelfAttention
 
 METHODS = ("mhsa", "linformer", "separable")
-RUNTIMES = ("torch", "onnxruntime")
+ATTENTION_RUNTIMES = ("torch", "onnxruntime")  # of spec.RUNTIMES, those that run a bare layer
 HEADS = 4
 MAX_ATTN_MB = 2048.0  # MHSA rows whose score matrices (all heads) would exceed this are skipped, not run
+MAX_ACTIVATION_MB = 2048.0  # token counts whose activations would exceed this are refused before any run
+OPSET = 17  # the layers' ONNX graphs (plain MatMul/Softmax/Linear: any opset the tool supports would do)
 
 
 class MHSA(nn.Module):
@@ -57,7 +61,7 @@ class MHSA(nn.Module):
 
 
 @dataclass
-class BenchRow:
+class AttentionRow:
     method: str
     runtime: str
     tokens: int
@@ -71,8 +75,8 @@ class BenchRow:
 
 
 @dataclass
-class BenchResult:
-    rows: List[BenchRow]
+class AttentionResult:
+    rows: List[AttentionRow]
     slopes: Dict[str, Optional[float]]  # "method/runtime" -> fitted log-log slope
     load: Tuple[float, float] = (0.0, 0.0)  # 1-min load average before/after: other work skews timings
 
@@ -103,11 +107,10 @@ def make_input(method: str, dim: int, tokens: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(1))
 
 
-def fit_slope(tokens: Sequence[int], times: Sequence[float]) -> Optional[float]:
-    """Least-squares slope of log(latency) on log(tokens); None with fewer than two points."""
-    if len(tokens) < 2:
-        return None
-    return float(np.polyfit(np.log(np.asarray(tokens, float)), np.log(np.asarray(times, float)), 1)[0])
+def activation_mb(dim: int, tokens: int) -> float:
+    """Bytes of a layer's largest activation besides the scores: the q/k/v projection, 3 x [N, d] (separable:
+    [1 + 2d, N])."""
+    return 3 * dim * tokens * 4 / 2**20
 
 
 def _status_kb(key: str) -> Optional[int]:
@@ -129,8 +132,6 @@ def _reset_peak_rss() -> bool:
 
 
 def _time(fn: Callable[[], object], warmup: int, runs: int) -> List[float]:
-    from ..bench.runner import timed
-
     for _ in range(warmup):
         fn()
     return timed(lambda _: fn(), None, runs, None)
@@ -146,33 +147,55 @@ def _torch_runner(layer: nn.Module, x: torch.Tensor) -> Callable[[], object]:
 def _ort_runner(layer: nn.Module, x: torch.Tensor, threads: int, tmp: str) -> Callable[[], object]:
     import onnxruntime as ort
 
+    from ..runtime.onnxruntime import session_options
+
     path = os.path.join(tmp, f"{type(layer).__name__}-{x.numel()}.onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices; it is chosen on purpose
-        torch.onnx.export(layer, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
+        torch.onnx.export(layer, (x,), path, dynamo=False, opset_version=OPSET, input_names=["x"],
                           output_names=["y"])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    # a bare layer has no artifact metadata, so no runtime.open_session: the same session options, though
+    sess = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
     feed = {"x": x.numpy()}
     return lambda: sess.run(None, feed)
 
 
-def run_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 16384),
-              runtimes: Sequence[str] = RUNTIMES, methods: Sequence[str] = METHODS, threads: int = 1,
-              warmup: int = 3, runs: int = 20, linformer_k: int = 256, max_attn_mb: float = MAX_ATTN_MB,
-              progress: Optional[Callable[[BenchRow], None]] = None) -> BenchResult:
-    tokens = sorted(set(int(t) for t in tokens))
+@dataclass(frozen=True)
+class _Sweep:
+    dim: int
+    threads: int
+    warmup: int
+    runs: int
+    linformer_k: int
+    max_attn_mb: float
+
+
+def _check(dim: int, tokens: List[int], runtimes: Sequence[str], methods: Sequence[str], threads: int,
+           warmup: int, runs: int, linformer_k: int) -> None:
     bad = [t for t in tokens if t < 1] + ([dim] if dim < HEADS or dim % HEADS else [])
     if bad or runs < 1 or warmup < 0 or threads < 1 or linformer_k < 1:
         raise UserError(f"invalid benchmark settings: tokens >= 1, dim a multiple of {HEADS}, runs >= 1, "
                         f"threads >= 1, linformer-k >= 1 (got dim={dim}, tokens={tokens}, runs={runs})")
-    for name, given, known in (("runtime", runtimes, RUNTIMES), ("method", methods, METHODS)):
+    for name, given, known in (("runtime", runtimes, ATTENTION_RUNTIMES), ("method", methods, METHODS)):
         unknown = [r for r in given if r not in known]
         if unknown:
             raise UserError(f"unknown {name} {', '.join(unknown)} (choose from {', '.join(known)})")
-    rows: List[BenchRow] = []
+    too_big = [t for t in tokens if activation_mb(dim, t) > MAX_ACTIVATION_MB]
+    if too_big:
+        raise UserError(f"--tokens {too_big[0]}: at d={dim} one layer's activations would take "
+                        f"{activation_mb(dim, too_big[0]):.0f} MB (at most {MAX_ACTIVATION_MB:g} MB: "
+                        f"{int(MAX_ACTIVATION_MB * 2**20 / (3 * dim * 4))} tokens)")
+
+
+def run_attention_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 16384),
+                        runtimes: Sequence[str] = ATTENTION_RUNTIMES, methods: Sequence[str] = METHODS,
+                        threads: int = 1, warmup: int = 3, runs: int = 20, linformer_k: int = 256,
+                        max_attn_mb: float = MAX_ATTN_MB,
+                        progress: Optional[Callable[[AttentionRow], None]] = None) -> AttentionResult:
+    tokens = sorted(set(int(t) for t in tokens))
+    _check(dim, tokens, runtimes, methods, threads, warmup, runs, linformer_k)
+    sweep = _Sweep(dim, threads, warmup, runs, linformer_k, max_attn_mb)
+    rows: List[AttentionRow] = []
     loadavg = getattr(os, "getloadavg", lambda: (0.0,))  # not on Windows
     load0 = loadavg()[0]
     prev_threads = torch.get_num_threads()
@@ -182,25 +205,24 @@ def run_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 1638
             for runtime in runtimes:
                 for method in methods:
                     for n in tokens:
-                        row = _one(method, runtime, n, dim, threads, warmup, runs, linformer_k, max_attn_mb, tmp)
-                        rows.append(row)
+                        rows.append(_one(method, runtime, n, sweep, tmp))
                         if progress:
-                            progress(row)
+                            progress(rows[-1])
     finally:
         torch.set_num_threads(prev_threads)
-    return BenchResult(rows, slopes(rows), (load0, loadavg()[0]))
+    return AttentionResult(rows, slopes(rows), (load0, loadavg()[0]))
 
 
-def _one(method, runtime, n, dim, threads, warmup, runs, linformer_k, max_attn_mb, tmp) -> BenchRow:
-    mb = attn_matrix_mb(method, n, linformer_k)
-    row = BenchRow(method, runtime, n, dim, threads, None, None, round(mb, 3), None)
-    if mb > max_attn_mb:
+def _one(method: str, runtime: str, n: int, sweep: _Sweep, tmp: str) -> AttentionRow:
+    mb = attn_matrix_mb(method, n, sweep.linformer_k)
+    row = AttentionRow(method, runtime, n, sweep.dim, sweep.threads, None, None, round(mb, 3), None)
+    if mb > sweep.max_attn_mb:
         row.status = "skipped: memory"
         return row
-    layer, x = make_layer(method, dim, n, linformer_k), make_input(method, dim, n)
-    fn = _torch_runner(layer, x) if runtime == "torch" else _ort_runner(layer, x, threads, tmp)
+    layer, x = make_layer(method, sweep.dim, n, sweep.linformer_k), make_input(method, sweep.dim, n)
+    fn = _torch_runner(layer, x) if runtime == "torch" else _ort_runner(layer, x, sweep.threads, tmp)
     rss0 = _status_kb("VmRSS") if _reset_peak_rss() else None
-    times = _time(fn, warmup, runs)
+    times = _time(fn, sweep.warmup, sweep.runs)
     hwm = _status_kb("VmHWM")
     row.median_ms = statistics.median(times)
     row.p90_ms = float(np.percentile(times, 90))
@@ -209,9 +231,15 @@ def _one(method, runtime, n, dim, threads, warmup, runs, linformer_k, max_attn_m
     return row
 
 
-def slopes(rows: Sequence[BenchRow]) -> Dict[str, Optional[float]]:
-    out: Dict[str, Optional[float]] = {}
-    for key in dict.fromkeys(f"{r.method}/{r.runtime}" for r in rows):
-        pts = [(r.tokens, r.median_ms) for r in rows if f"{r.method}/{r.runtime}" == key and r.median_ms]
-        out[key] = fit_slope([p[0] for p in pts], [p[1] for p in pts])
+def series(rows: Sequence[AttentionRow]) -> Dict[str, List[Tuple[int, float]]]:
+    """"method/runtime" -> its measured (tokens, median ms) points, in row order."""
+    out: Dict[str, List[Tuple[int, float]]] = {}
+    for r in rows:
+        points = out.setdefault(f"{r.method}/{r.runtime}", [])
+        if r.median_ms:
+            points.append((r.tokens, r.median_ms))
     return out
+
+
+def slopes(rows: Sequence[AttentionRow]) -> Dict[str, Optional[float]]:
+    return {key: fit_loglog_slope([p[0] for p in pts], [p[1] for p in pts]) for key, pts in series(rows).items()}

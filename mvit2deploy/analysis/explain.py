@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..fs import check_writable
 from ..models.mobilevitv2 import PATCH, LinearSelfAttention, MobileViTBlockV2, fold_patches
 from . import plots
 
@@ -124,8 +125,7 @@ def explain_image(image: Union[str, Path], model_id: str = DEFAULT_MODEL,
     from ..hub import load_model
 
     save = Path(save) if save is not None else default_save_path(image, model_id)
-    if save.exists() and not force:
-        raise UserError(f"{save} exists: pass --force to overwrite it")
+    check_writable(save, "--save", force)
     picture = load_image(image)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a random-init picture should at least be reproducible

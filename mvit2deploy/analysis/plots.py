@@ -1,42 +1,18 @@
 """Matplotlib figures (Agg backend, fixed size and dpi, so the PNG's pixel size is known in advance)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..bench.plot import pyplot, save_png
 
 DPI = 100
 PANEL_IN = 3.0  # inches per panel (square image + margin)
 LABEL_IN = 0.4  # above each panel, for a two-line panel title
 TITLE_IN = 0.4  # above everything, for the figure title
 PAD_IN = 0.05
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless; never opens a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_atomic(fig, path: Path) -> Path:
-    """Write through a temp file in the target folder, then os.replace: no half-written PNG on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def grid_size_px(rows: int, cols: int) -> Tuple[int, int]:
@@ -50,7 +26,7 @@ def panel_grid(image: np.ndarray, panels: Sequence[Sequence[Optional[Tuple[str, 
 
     The input image takes column 0 of row 0, so panels[0][0] is ignored.
     """
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = len(panels), max(len(r) for r in panels)
     w, h = grid_size_px(rows, cols)
     fig = plt.figure(figsize=(w / DPI, h / DPI))
@@ -72,16 +48,13 @@ def panel_grid(image: np.ndarray, panels: Sequence[Sequence[Optional[Tuple[str, 
             ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
             ax.set_title(name, fontsize=8)
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / fh, va="top")
-    try:
-        return save_atomic(fig, path)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, DPI)
 
 
 def scaling_plot(series: Dict[str, List[Tuple[int, float]]], slopes: Dict[str, Optional[float]], title: str,
                  path: Path, notes: Optional[Dict[str, str]] = None) -> Path:
     """Log-log latency vs tokens; one line per "method/runtime", its fitted slope (and note) in the legend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     colors = {"mhsa": "tab:red", "linformer": "tab:orange", "separable": "tab:blue"}
     styles = {"torch": "-", "onnxruntime": "--"}
@@ -102,7 +75,4 @@ def scaling_plot(series: Dict[str, List[Tuple[int, float]]], slopes: Dict[str, O
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        return save_atomic(fig, path)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, DPI)

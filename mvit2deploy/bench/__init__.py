@@ -28,14 +28,16 @@ Methodology
   throughput = batch * 1000 / mean latency (ms).
 * Parity with PyTorch: the export-time validation of the very file (max abs error of the outputs and the
   task-level agreement: top-1 / pixel / detection match) from `export.validate`; trivially 0 / 1 for torch.
-* All exports happen first, then the configurations run one at a time in a fixed order: model, image size,
-  batch (as given), runtime (torch, onnxruntime, ort-mobile, coreml), precision (fp32, fp16, int8).
+* All exports happen first, then the measurements in a fixed order: model, image size, batch (as given), runtime
+  (torch, onnxruntime, ort-mobile, coreml), precision (fp32, fp16, int8). The configurations of one image size
+  and batch take turns (`--rounds N`, default 5): each warms up, then in each round gets a pause, two untimed
+  runs and its share of the timed runs, so host drift hits them all alike; `--rounds 1` runs them one at a time.
 * torch eager runs fp32 only: torch fp16/int8 combinations are skipped with a note (not rows).
 * Core ML runs only on macOS 12+ (`--compute-units`); elsewhere its rows are ❎ with the runtime's reason, the
   artifact size shown when the Core ML export itself worked, and no timings.
 """
-from .runner import (BenchResult, BenchRow, BenchSettings, Config, PRECISIONS, RUNTIMES, default_cache_dir, plan,
-                     run_bench)
+from .planning import plan
+from .rows import BenchResult, BenchRow, BenchSettings, Config, default_cache_dir
+from .runner import run_bench
 
-__all__ = ["BenchResult", "BenchRow", "BenchSettings", "Config", "PRECISIONS", "RUNTIMES", "default_cache_dir",
-           "plan", "run_bench"]
+__all__ = ["BenchResult", "BenchRow", "BenchSettings", "Config", "default_cache_dir", "plan", "run_bench"]

@@ -1,20 +1,32 @@
 """Latency against pixel count (log-log), one line per model/runtime/precision/batch (matplotlib, Agg)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from .runner import MEASURED, BenchResult, series_key
+from ..fs import atomic_write
+from .rows import MEASURED, BenchResult, series_key
 
 
-def sweep_plot(result: BenchResult, path: Path, title: str = "") -> Path:
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # headless: never opens a window
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(fig, path: Path, dpi: int = 100) -> Path:
+    """Written atomically (no half-written PNG on failure), then the figure is closed."""
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
+    finally:
+        pyplot().close(fig)
+
+
+def sweep_plot(result: BenchResult, path: Path, title: str = "") -> Path:
+    plt = pyplot()
     series: Dict[str, List[Tuple[int, float, float, float]]] = {}
     for r in result.rows:
         if r.state == MEASURED:
@@ -46,16 +58,4 @@ def sweep_plot(result: BenchResult, path: Path, title: str = "") -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_png(fig, path)

@@ -5,12 +5,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .runner import MEASURED, ROW_FIELDS, BenchResult, BenchRow
+from ..errors import UserError
+from ..fs import atomic_write, check_writable
+from .rows import ROW_FIELDS, BenchResult, BenchRow
 
 COLUMNS = ("", "model", "runtime", "precision", "size", "batch", "weights", "MB", "max abs err", "agree",
            "session ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "img/s")
@@ -91,49 +92,42 @@ def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
 def rich_table(result: BenchResult, title: str = "mvit2deploy bench"):
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     index, _ = footnotes(result.rows)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
     for col in COLUMNS:
         table.add_column(col, justify="right" if col in RIGHT else "left", no_wrap=col in ("", "model"))
     for i, r in enumerate(result.rows):
-        table.add_row(*cells(r, index.get(i)))
+        table.add_row(*(Text(c) for c in cells(r, index.get(i))))  # model ids and file names: never markup
     return table
 
 
 def print_result(result: BenchResult, console) -> None:
+    """The header, table, footnotes, notes and slopes on `console`; user text is printed as it is, never as
+    markup."""
+    from rich.text import Text
+
     if not console.is_terminal:  # piped: rich would assume 80 columns; keep one table row per line instead
         from rich.console import Console
 
         console = Console(width=max(console.width, 200), file=console.file, no_color=True, highlight=False)
-    grid_lines = env_lines(result)
-    for k, v in grid_lines:
-        console.print(f"[bold]{k:<13}[/bold]{v}", highlight=False, soft_wrap=True)
+
+    def line(*parts) -> None:
+        console.print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+
+    for k, v in env_lines(result):
+        line((f"{k:<13}", "bold"), v)
     console.print(rich_table(result))
     _, reasons = footnotes(result.rows)
     for n, reason in enumerate(reasons, 1):
-        console.print(f"[{n}] {reason}", highlight=False, soft_wrap=True, markup=False)
+        line(f"[{n}] {reason}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+        line(("note:", "yellow"), f" {note}")
     if result.slopes:
-        console.print("fitted slope of p50 latency vs pixel count (log-log least squares, latency ~ pixels^slope):")
+        line("fitted slope of p50 latency vs pixel count (log-log least squares, latency ~ pixels^slope):")
         for key, slope in result.slopes.items():
-            console.print(f"  {key:<44} {'-' if slope is None else f'{slope:.2f}'}", highlight=False)
-
-
-def _write(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+            line(f"  {key:<44} {'-' if slope is None else f'{slope:.2f}'}")
 
 
 def to_json(result: BenchResult) -> str:
@@ -183,17 +177,29 @@ def to_markdown(result: BenchResult, title: str = "Benchmark", plot: Optional[st
     return "\n".join(out)
 
 
+def check_outputs(outputs: Dict[str, Optional[Path]], force: bool) -> None:
+    """Before any export or measurement (option -> path, None: not asked for): a long run must not end on a path
+    it cannot (or may not) write, or on two options naming one file."""
+    seen: Dict[str, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        key = os.path.abspath(path)
+        if key in seen:
+            raise UserError(f"{seen[key]} and {option} name the same file {path}")
+        seen[key] = option
+        check_writable(path, option, force)
+
+
 def write_outputs(result: BenchResult, json_file: Optional[Path] = None, csv_file: Optional[Path] = None,
                   markdown_file: Optional[Path] = None, plot_ref: Optional[str] = None) -> List[Path]:
     written = []
     if json_file:
-        written.append(_write(json_file, to_json(result) + "\n"))
+        written.append(atomic_write(json_file, to_json(result) + "\n"))
     if csv_file:
-        written.append(_write(csv_file, to_csv(result)))
+        written.append(atomic_write(csv_file, to_csv(result)))
     if markdown_file:
-        written.append(_write(markdown_file, "# mvit2deploy bench\n\n" + to_markdown(result, "Results", plot_ref)))
+        written.append(atomic_write(markdown_file,
+                                    "# mvit2deploy bench\n\n" + to_markdown(result, "Results", plot_ref)))
     return written
 
-
-def measured(result: BenchResult) -> List[BenchRow]:
-    return [r for r in result.rows if r.state == MEASURED]

@@ -1,6 +1,6 @@
 """The `mvit2deploy` command: a thin Typer layer over the library.
 
-Each sub-command lives in its own module and registers itself on `app`. Exit codes:
+Each sub-command lives in its own module, listed in COMMANDS, and registers itself on `app`. Exit codes:
 0 ok, 1 some inputs failed, 2 usage or environment error (one readable line, no traceback).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import typer
 
 from .. import __version__
-from ._common import err_console
+from ..console import say
 
 app = typer.Typer(
     name="mvit2deploy",
@@ -23,13 +23,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Sub-command modules; each defines `register(app)`.
-COMMANDS = ["export", "predict", "bench", "weights", "explain"]
+# The sub-command modules of this package, in --help order; each defines `register(app)`. A new command is one
+# module and one line here. Each is imported at start-up, so none may import torch, ONNX or Core ML at the top.
+COMMANDS = (
+    "export",
+    "predict",
+    "bench",
+    "weights",
+    "explain",
+)
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"mvit2deploy {__version__}")
+        say(f"mvit2deploy {__version__}")
         raise typer.Exit()
 
 
@@ -39,14 +46,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """MobileViTv2 deployment tool."""
 
 
-for _name in COMMANDS:
-    try:
-        _mod = importlib.import_module(f".{_name}", __name__)
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != f"{__name__}.{_name}":
-            raise
-        continue
-    _mod.register(app)
+for _name in COMMANDS:  # a module that fails to import stops the CLI: no command goes missing silently
+    importlib.import_module(f".{_name}", __name__).register(app)
 
 
 _INTERRUPTED = threading.Event()
@@ -62,11 +63,11 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]")
+        say("interrupted", style="red", err=True)
         sys.exit(130)
     except Exception:
         # Ctrl-C inside library code (torch's tracer) can surface as another exception: still an interrupt
         if _INTERRUPTED.is_set():
-            err_console.print("[red]interrupted[/red]")
+            say("interrupted", style="red", err=True)
             sys.exit(130)
         raise

@@ -1,7 +1,10 @@
 """`mvit2deploy bench [MODEL_ID|ARTIFACT ...]` (latency table) and `mvit2deploy bench attention` (one layer).
 
 `bench` is a sub-app whose group runs the hidden default command `run` whenever the first argument is not a
-sub-command, so both `bench mobilevitv2-0.5 --runtime torch` and `bench attention --help` work.
+sub-command, so both `bench mobilevitv2-0.5 --runtime torch` and `bench attention --help` work. Typer has no
+default command (fastapi/typer#18), and a group callback taking the model arguments would swallow `attention`
+as a model; so the group puts `run` in front of any other first argument, before Click parses it (that also
+lets an option come first: `bench --batch 8 MODEL`).
 """
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
+from ..console import console, err_console, note, say
 from ..errors import UserError
-from ..paths import check_writable
-from ._common import console, err_console, run_guarded
+from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, PRECISIONS, RUNTIMES
+from ._common import run_guarded
+from .bench_attention import register_attention
 
 DEFAULT_COMMAND = "run"
 
@@ -24,18 +30,11 @@ DEFAULT_COMMAND = "run"
 class DefaultCommandGroup(TyperGroup):
     """A group that falls back to `run` when the first argument is not one of its sub-commands."""
 
-    def _route(self, ctx, args: List[str]) -> List[str]:
-        if args and args[0] not in self.commands and args[0] not in self.get_help_option_names(ctx):
-            return [DEFAULT_COMMAND, *args]
-        return args
-
     def parse_args(self, ctx, args):
-        return super().parse_args(ctx, self._route(ctx, list(args)))
-
-    def resolve_command(self, ctx, args):
-        if args and self.get_command(ctx, args[0]) is None and DEFAULT_COMMAND in self.commands:
-            return DEFAULT_COMMAND, self.commands[DEFAULT_COMMAND], list(args)
-        return super().resolve_command(ctx, args)
+        args = list(args)
+        if args and args[0] not in self.commands and args[0] not in self.get_help_option_names(ctx):
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
 
     def format_help(self, ctx, formatter):
         """`bench --help`: the default command's help under the group's name, then the sub-commands."""
@@ -81,10 +80,11 @@ def run(
                                        help="Zoo ids (exported on the fly into the cache) or .onnx/.ort/"
                                             ".mlpackage files."),
     runtime: Optional[str] = typer.Option(None, "--runtime",
-                                          help="Comma-separated: torch, onnxruntime, ort-mobile, coreml. Default: "
+                                          help=f"Comma-separated: {', '.join(RUNTIMES)}. Default: "
                                                "torch,onnxruntime for ids; from the suffix for files."),
     precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="Comma-separated: fp32, fp16, int8 (model ids only; default fp32)."),
+                                            help=f"Comma-separated: {', '.join(PRECISIONS)} (model ids only; "
+                                                 "default fp32)."),
     image_size: Optional[str] = typer.Option(None, "--image-size",
                                              help="Comma-separated N or HxW, e.g. 256,384,512 (model ids only; "
                                                   "default: the model's evaluation size)."),
@@ -105,7 +105,8 @@ def run(
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="Checkpoint for the model ids (default: cached official, "
                                                 "else random)."),
-    compute_units: str = typer.Option("all", "--compute-units", help="Core ML (macOS): all, cpu or cpu_and_ne."),
+    compute_units: str = typer.Option(DEFAULT_COMPUTE_UNITS, "--compute-units",
+                                      help=f"Core ML (macOS): {', '.join(COMPUTE_UNITS)}."),
     coreml_export: bool = typer.Option(True, "--coreml-export/--no-coreml-export",
                                        help="Off macOS: still export Core ML rows (artifact size) or skip that."),
     keep_failed: bool = typer.Option(False, "--keep-failed",
@@ -118,14 +119,14 @@ def run(
     Exit code 1 when any row failed.
     """
     from ..bench import BenchSettings, default_cache_dir, run_bench
-    from ..bench.report import print_result, write_outputs
+    from ..bench.report import check_outputs, print_result, write_outputs
+    from ..bench.rows import check_settings
 
     settings = BenchSettings(threads=threads, warmup=warmup, runs=runs, min_time=min_time, rounds=rounds,
                              cache_dir=cache_dir or default_cache_dir(), weights=weights,
                              compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed)
-    if compute_units not in ("all", "cpu", "cpu_and_ne", "cpu_and_gpu"):
-        raise UserError(f"--compute-units {compute_units!r}: choose all, cpu, cpu_and_ne or cpu_and_gpu")
-    _check_outputs({"--json": json_file, "--csv": csv_file, "--markdown": markdown, "--plot": plot}, force)
+    check_settings(settings)
+    check_outputs({"--json": json_file, "--csv": csv_file, "--markdown": markdown, "--plot": plot}, force)
     command = "mvit2deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if _from_shell() else None
     status = err_console.status("bench: planning")
     with status:
@@ -138,27 +139,14 @@ def run(
 
         if result.slopes:
             sweep_plot(result, plot)
-            console.print(f"wrote {plot}", highlight=False)
+            say(f"wrote {plot}")
             plot_ref = _relative(plot, markdown)
         else:
-            err_console.print("[yellow]note:[/yellow] no plot: it needs two or more image sizes measured")
+            note("no plot: it needs two or more image sizes measured", err=True)
     for path in write_outputs(result, json_file, csv_file, markdown, plot_ref):
-        console.print(f"wrote {path}", highlight=False)
+        say(f"wrote {path}")
     if result.failed:
         raise typer.Exit(1)
-
-
-def _check_outputs(outputs, force: bool) -> None:
-    """Before any export or measurement: a long run must not end on a path it cannot (or may not) write."""
-    seen = {}
-    for option, path in outputs.items():
-        if path is None:
-            continue
-        key = os.path.abspath(path)
-        if key in seen:
-            raise UserError(f"{seen[key]} and {option} name the same file {path}")
-        seen[key] = option
-        check_writable(path, option, force)
 
 
 def _from_shell() -> bool:
@@ -174,8 +162,8 @@ def _relative(plot: Path, markdown: Optional[Path]) -> str:
 def _progress(status, message: str) -> None:
     """Finished steps (an export started, a row done) stay on stderr; the rest only updates the spinner."""
     if message.startswith("exporting") or not message.endswith("measuring") and message.startswith("["):
-        err_console.print(message, highlight=False, soft_wrap=True, markup=False)
-    status.update(message.strip())
+        say(message, err=True)
+    status.update(Text(message.strip()))  # a path or id in it is never read as markup
 
 
 def make_bench_app() -> typer.Typer:
@@ -184,12 +172,7 @@ def make_bench_app() -> typer.Typer:
                             help="Latency benchmarks: `bench MODEL ...` for whole models, `bench attention` for one "
                                  "layer.")
     bench_app.command(DEFAULT_COMMAND, hidden=True)(run)
-    try:
-        from .bench_attention import register_attention
-    except ImportError:  # the attention sub-command is optional
-        register_attention = None
-    if register_attention is not None:
-        register_attention(bench_app)
+    register_attention(bench_app)
     return bench_app
 
 

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
+from ..console import console, say
 from ..errors import UserError
-from ._common import console, err_console, run_guarded
+from ._common import run_guarded
 
 
 def _ints(text: str, what: str) -> List[int]:
@@ -24,7 +23,7 @@ def _ints(text: str, what: str) -> List[int]:
 
 def _progress(r) -> None:
     done = r.status if r.median_ms is None else f"{r.median_ms:.3f} ms"
-    err_console.print(f"  {r.method}/{r.runtime} N={r.tokens}: {done}", highlight=False)
+    say(f"  {r.method}/{r.runtime} N={r.tokens}: {done}", err=True)
 
 
 def attention(
@@ -37,56 +36,57 @@ def attention(
     linformer_k: int = typer.Option(256, "--linformer-k", help="Linformer's projected length k."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a log-log PNG of latency vs tokens."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the rows and slopes as JSON."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing --json/--plot files."),
 ) -> None:
     """Latency of one attention layer vs tokens: MHSA is O(N^2), Linformer O(Nk), separable O(N)."""
     from ..analysis import attention_bench as ab
+    from ..bench.report import check_outputs
 
+    check_outputs({"--json": json_file, "--plot": plot}, force)  # before the run, not after it
     runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
-    result = ab.run_bench(dim, _ints(tokens, "--tokens"), runtimes, threads=threads, warmup=warmup, runs=runs,
-                          linformer_k=linformer_k, progress=_progress)
-    table = Table(title=f"one attention layer, d={dim}, batch 1, fp32, {threads} thread(s), {runs} runs")
-    for col in ("method", "runtime", "tokens", "median ms", "p90 ms", "attention-matrix MB (computed)",
-                "peak RSS delta MB (VmHWM)"):
-        table.add_column(col, justify="left" if col in ("method", "runtime") else "right")
-    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-    for r in result.rows:
-        table.add_row(r.method, r.runtime, str(r.tokens), fmt(r.median_ms) if r.status == "ok" else r.status,
-                      fmt(r.p90_ms), f"{r.attn_matrix_mb:g}",
-                      "-" if r.peak_rss_delta_mb is None else f"{r.peak_rss_delta_mb:g}")
-    console.print(table)
-    console.print("fitted log-log slope (latency ~ N^slope, least squares over the measured points):")
-    for key, slope in result.slopes.items():
-        console.print(f"  {key:<22} {'-' if slope is None else f'{slope:.2f}'}", highlight=False)
-    before, after = result.load
-    # "after" includes this benchmark's own threads; "before" shows other work competing for the CPUs
-    console.print(f"1-min load average before/after: {before:.2f} / {after:.2f} on {os.cpu_count()} CPUs"
-                  + (" (the machine was busy: timings are inflated)" if before > 0.5 else ""), highlight=False)
+    result = ab.run_attention_bench(dim, _ints(tokens, "--tokens"), runtimes, threads=threads, warmup=warmup,
+                                    runs=runs, linformer_k=linformer_k, progress=_progress)
+    _print(result, dim, threads, runs)
     if plot is not None:
         from ..analysis.plots import scaling_plot
 
-        series = {k: [(r.tokens, r.median_ms) for r in result.rows if f"{r.method}/{r.runtime}" == k and r.median_ms]
-                  for k in result.slopes}
         skipped: dict = {}
         for r in result.rows:
             if r.status != "ok":
                 skipped.setdefault(f"{r.method}/{r.runtime}", []).append(str(r.tokens))
         notes = {k: f"N={','.join(v)} skipped: memory" for k, v in skipped.items()}
         title = f"one attention layer, d={dim}, batch 1, fp32, {threads} thread(s)"
-        scaling_plot(series, result.slopes, title, plot, notes)
-        console.print(f"wrote {plot}", highlight=False)
+        scaling_plot(ab.series(result.rows), result.slopes, title, plot, notes)
+        say(f"wrote {plot}")
     if json_file is not None:
-        _write_json(json_file, {"rows": [asdict(r) for r in result.rows], "slopes": result.slopes,
-                                "load_avg": result.load, "heads": ab.HEADS, "max_attn_mb": ab.MAX_ATTN_MB,
-                                "linformer_k": linformer_k})
-        console.print(f"wrote {json_file}", highlight=False)
+        from ..fs import atomic_write
+
+        atomic_write(json_file, json.dumps({"rows": [asdict(r) for r in result.rows], "slopes": result.slopes,
+                                            "load_avg": result.load, "heads": ab.HEADS,
+                                            "max_attn_mb": ab.MAX_ATTN_MB, "linformer_k": linformer_k}, indent=1))
+        say(f"wrote {json_file}")
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+def _print(result, dim: int, threads: int, runs: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"one attention layer, d={dim}, batch 1, fp32, {threads} thread(s), {runs} runs")
+    for col in ("method", "runtime", "tokens", "median ms", "p90 ms", "attention-matrix MB (computed)",
+                "peak RSS delta MB (VmHWM)"):
+        table.add_column(col, justify="left" if col in ("method", "runtime") else "right")
+    fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+    for r in result.rows:  # method and runtime names are checked ones: no user text in the cells
+        table.add_row(r.method, r.runtime, str(r.tokens), fmt(r.median_ms) if r.status == "ok" else r.status,
+                      fmt(r.p90_ms), f"{r.attn_matrix_mb:g}",
+                      "-" if r.peak_rss_delta_mb is None else f"{r.peak_rss_delta_mb:g}")
+    console.print(table)
+    say("fitted log-log slope (latency ~ N^slope, least squares over the measured points):")
+    for key, slope in result.slopes.items():
+        say(f"  {key:<22} {'-' if slope is None else f'{slope:.2f}'}")
+    before, after = result.load
+    # "after" includes this benchmark's own threads; "before" shows other work competing for the CPUs
+    say(f"1-min load average before/after: {before:.2f} / {after:.2f} on {os.cpu_count()} CPUs"
+        + (" (the machine was busy: timings are inflated)" if before > 0.5 else ""))
 
 
 def register_attention(bench_app: typer.Typer) -> None:

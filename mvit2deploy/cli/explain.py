@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
+from ..console import say
 from ..errors import UserError
-from ._common import console, run_guarded
+from ..spec import ARTIFACT_SUFFIXES
+from ._common import run_guarded
 
 
 def explain(
@@ -29,12 +31,12 @@ def explain(
 
     if weights is not None and random_init:
         raise UserError("--weights and --random-init exclude each other")
-    if model.lower().endswith((".onnx", ".ort", ".mlpackage", ".mlmodel")):
+    if model.lower().endswith(ARTIFACT_SUFFIXES):
         raise UserError(f"--model {model}: explain reads the attention inside the PyTorch model, so it needs a zoo id "
                         "(e.g. mobilevitv2-0.5 --weights FILE), not an exported file")
     chosen = None if random_init else (weights if weights is not None else "official")
     path = explain_image(image, model, chosen, save=save, per_layer=per_layer, force=force)
-    console.print(f"wrote {path}", highlight=False)
+    say(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

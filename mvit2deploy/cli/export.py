@@ -7,15 +7,26 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from ..console import console, err_console, escape, note, say
 from ..errors import UserError
-from ..export import ExportOptions, ValidationFailed, export
-from ._common import console, err_console, parse_size, run_guarded
+from ..export import DEFAULT_DIR, ExportOptions, ValidationFailed, export
+from ..spec import (COMPUTE_UNITS, COREML_COMPRESSIONS, DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET,
+                    DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, FORMATS, IOU_THRESHOLD, MAX_DETECTIONS,
+                    MIN_OPSET, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS)
+from ._common import parse_size, run_guarded
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
          "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
          "write": "writing"}
+
+
+def _one_of(choices) -> str:
+    """"a, b or c" for help texts."""
+    choices = list(choices)
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
 
 
 def parse_batch(value: str) -> Optional[int]:
@@ -42,34 +53,37 @@ def export_cmd(
     model_id: str = typer.Argument(..., help="Zoo id, e.g. mobilevitv2-1.0 (see `mvit2deploy weights list`)."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint file (official, timm, Hugging Face, safetensors)."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights if none are found (latency work)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default exports/<id>-<precision>.<ext>)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help=f"Output file (default {DEFAULT_DIR}/<id>-<precision>.<ext>)."),
     image_size: Optional[str] = typer.Option(None, help="N or HxW (default: the model's evaluation size)."),
     batch: Optional[str] = typer.Option(None, help="'dynamic' (the default; Core ML: 1) or a fixed batch size."),
-    opset: int = typer.Option(18, help="ONNX opset (17 up to the newest the installed onnx knows)."),
-    precision: Optional[str] = typer.Option(None, help="fp32, fp16 or int8 (default fp32; Core ML: fp16)."),
+    opset: int = typer.Option(DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET} up to the newest the installed onnx knows)."),
+    precision: Optional[str] = typer.Option(None, help=f"{_one_of(PRECISIONS)} (default {DEFAULT_PRECISION}; "
+                                                       "Core ML: fp16)."),
     calibration: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration."),
-    format: str = typer.Option("onnx", "--format", help="onnx, ort or coreml."),
+    format: str = typer.Option("onnx", "--format", help=f"{_one_of(FORMATS)}."),
     no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep the artifact even if validation fails."),
-    seg_output: str = typer.Option("mask", help="Segmentation output: mask (class indices) or logits."),
+    seg_output: str = typer.Option(SEG_OUTPUTS[0], help="Segmentation output: mask (class indices) or logits."),
     no_nms: bool = typer.Option(False, "--no-nms", help="Detection: raw decoded boxes and scores, no NMS."),
-    score_threshold: float = typer.Option(0.3, help="Detection score threshold."),
-    iou_threshold: float = typer.Option(0.5, help="Detection NMS IoU threshold."),
-    max_detections: int = typer.Option(200, help="Detection: most boxes per image."),
-    compress: Optional[str] = typer.Option(None, help="Core ML: int8, palettize4 or palettize8."),
-    deployment_target: str = typer.Option("iOS15", help="Core ML: iOS15, iOS16 or iOS17."),
-    compute_units: str = typer.Option("all", help="Core ML: all, cpu, cpu_and_gpu or cpu_and_ne."),
+    score_threshold: float = typer.Option(SCORE_THRESHOLD, help="Detection score threshold."),
+    iou_threshold: float = typer.Option(IOU_THRESHOLD, help="Detection NMS IoU threshold."),
+    max_detections: int = typer.Option(MAX_DETECTIONS, help="Detection: most boxes per image."),
+    compress: Optional[str] = typer.Option(None, help=f"Core ML: {_one_of(COREML_COMPRESSIONS)}."),
+    deployment_target: str = typer.Option(DEFAULT_DEPLOYMENT_TARGET, help=f"Core ML: {_one_of(DEPLOYMENT_TARGETS)}."),
+    compute_units: str = typer.Option(DEFAULT_COMPUTE_UNITS, help=f"Core ML: {_one_of(COMPUTE_UNITS)}."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
     if format == "coreml" and batch is not None and batch.lower() == "dynamic":  # asked for, not the default
-        from ..export.coreml import BATCH_REFUSAL
+        from ..export.coreml.options import BATCH_REFUSAL
 
         raise UserError(BATCH_REFUSAL.format(batch="dynamic"))
     opts = ExportOptions(
         model_id=model_id, weights=weights, random_init=random_init, output=output, image_size=parse_size(image_size),
-        batch=parse_batch(batch or "dynamic"), opset=opset, precision=precision or ("fp16" if format == "coreml" else "fp32"),
+        batch=parse_batch(batch or "dynamic"), opset=opset,
+        precision=precision or ("fp16" if format == "coreml" else DEFAULT_PRECISION),
         calibration=calibration, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
         seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, compress=compress, deployment_target=deployment_target,
@@ -77,15 +91,15 @@ def export_cmd(
     status = err_console.status("starting")
     with status:
         try:
-            result = export(opts, step=lambda s: status.update(f"{model_id}: {STEPS.get(s, s)}"))
+            result = export(opts, step=lambda s: status.update(Text(f"{model_id}: {STEPS.get(s, s)}")))
         except ValidationFailed as exc:
             if getattr(exc, "report", None) is not None:
                 err_console.print(report_table(exc.report))
             raise
-    for note in result.warnings:
-        err_console.print(f"[yellow]note:[/yellow] {note}")
+    for warning in result.warnings:
+        note(warning, err=True)
     if result.meta.random_init:
-        err_console.print("[yellow]note:[/yellow] random weights (--random-init): fine for latency, meaningless predictions")
+        note("random weights (--random-init): fine for latency, meaningless predictions", err=True)
     if as_json:
         console.print_json(json.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
@@ -93,19 +107,20 @@ def export_cmd(
         return
     console.print(report_table(result.report))
     summary = Table.grid(padding=(0, 2))
-    summary.add_row("artifact", str(result.path))
+    summary.add_row("artifact", escape(str(result.path)))
     for extra in result.extra_files:
-        summary.add_row("", str(extra))
+        summary.add_row("", escape(str(extra)))
     summary.add_row("size", f"{result.size_bytes / 1e6:.2f} MB")
     summary.add_row("time", f"{result.seconds:.1f} s")
     summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
                             f"{result.meta.precision}")
     console.print(summary)
     if result.meta.format == "coreml":
-        console.print("next: drag the .mlpackage into Xcode (see README, 'Core ML on iPhone'); "
-                      "`mvit2deploy predict --model` runs it on macOS 12+ only")
+        say("next: drag the .mlpackage into Xcode (see README, 'Core ML on iPhone'); "
+            "`mvit2deploy predict --model` runs it on macOS 12+ only")
     else:
-        console.print(f"next: [bold]mvit2deploy predict IMAGE --model {result.path}[/bold]")
+        console.print(Text.assemble("next: ", (f"mvit2deploy predict IMAGE --model {result.path}", "bold")),
+                      highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,21 +6,18 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from .. import hub
+from ..console import say
 from ..errors import UserError
-from ..models.zoo import TASKS, get_entry, list_models
-from ._common import console, err_console, is_tty, run_guarded
+from ..models.zoo import get_entry, list_models
+from ..spec import TASKS
+from ._common import err_console, is_tty, print_table, run_guarded
 
 weights_app = typer.Typer(help="List, download, import and verify model checkpoints.", no_args_is_help=True)
-
-
-def _out() -> Console:
-    # Piped output (grep, files): a wide console so rows are never wrapped or cut.
-    return console if console.is_terminal else Console(width=200)
 
 
 def _check_task(task: Optional[str]) -> None:
@@ -42,17 +39,17 @@ def list_cmd(task: Optional[str] = typer.Option(None, "--task", help=f"Only this
                      "metric": e.metric, "params_m": e.params_m, "cached": cached,
                      "source": lock.get(e.id, {}).get("source") if cached else None})
     if as_json:
-        typer.echo(json.dumps(rows, indent=1))
+        say(json.dumps(rows, indent=1))
         return
-    table = Table(title=f"MobileViTv2 zoo ({len(rows)} models, cache {hub.home()})")
+    table = Table(title=escape(f"MobileViTv2 zoo ({len(rows)} models, cache {hub.home()})"))
     for col in ("id", "task", "dataset", "input", "metric", "params (M)", "cached"):
         table.add_column(col, no_wrap=col == "id", justify="right" if col in ("input", "params (M)") else "left")
     for r in rows:
         m = r["metric"]
         metric = f"{m.get('name')} {m.get('value')}" if isinstance(m, dict) and m else ""
-        table.add_row(r["id"], r["task"], r["dataset"], str(r["input_size"]), metric, f"{r['params_m']:g}",
-                      "[green]yes[/green]" if r["cached"] else "-")
-    _out().print(table)
+        table.add_row(escape(r["id"]), r["task"], escape(r["dataset"]), str(r["input_size"]), escape(metric),
+                      f"{r['params_m']:g}", "[green]yes[/green]" if r["cached"] else "-")
+    print_table(table)
 
 
 @weights_app.command("pull")
@@ -79,7 +76,7 @@ def pull_cmd(ids: Optional[List[str]] = typer.Argument(None, metavar="ID...", he
     for model_id in dict.fromkeys(wanted):
         if not force and hub.cached(model_id):
             hub.require_cached(model_id)
-            err_console.print(f"{model_id}: already cached")
+            say(f"{model_id}: already cached", err=True)
             continue
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       TimeRemainingColumn(), console=err_console, disable=not is_tty(), transient=True) as bar:
@@ -88,13 +85,14 @@ def pull_cmd(ids: Optional[List[str]] = typer.Argument(None, metavar="ID...", he
                             retries=retries, force=force,
                             progress=lambda done, total: bar.update(task_id, completed=done, total=total))
         rec = hub.read_lock().get(model_id, {})
-        err_console.print(f"{model_id}: {path} ({path.stat().st_size / 1e6:.1f} MB, "
-                          f"sha256 {rec.get('sha256', '?')[:12]}...)", highlight=False)
+        say(f"{model_id}: {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {rec.get('sha256', '?')[:12]}...)",
+            err=True)
 
 
 @weights_app.command("import")
 @run_guarded
-def import_cmd(file: Path = typer.Argument(..., help="Checkpoint: official, wrapped, timm, Hugging Face or .safetensors."),
+def import_cmd(file: Path = typer.Argument(..., help="Checkpoint: official, wrapped, timm, Hugging Face or "
+                                           ".safetensors."),
                model_id: str = typer.Option(..., "--as", help="Zoo id whose architecture the file must fit."),
                force: bool = typer.Option(False, "--force", help="Replace an existing cached file.")) -> None:
     """Store a local checkpoint in the cache as an official-layout file (for offline machines)."""
@@ -102,8 +100,7 @@ def import_cmd(file: Path = typer.Argument(..., help="Checkpoint: official, wrap
         raise UserError(f"no such file: {file}")
     path = hub.import_file(file, model_id, force=force)
     rec = hub.read_lock().get(model_id, {})
-    err_console.print(f"{model_id}: imported {file.name} -> {path} (sha256 {rec.get('sha256', '?')[:12]}...)",
-                      highlight=False)
+    say(f"{model_id}: imported {file.name} -> {path} (sha256 {rec.get('sha256', '?')[:12]}...)", err=True)
 
 
 @weights_app.command("verify")
@@ -115,16 +112,16 @@ def verify_cmd(ids: Optional[List[str]] = typer.Argument(None, metavar="[ID...]"
     for model_id in wanted:
         get_entry(model_id)
     if not wanted:
-        err_console.print(f"nothing cached in {hub.home()}")
+        say(f"nothing cached in {hub.home()}", err=True)
         return
-    table = Table(title=f"weights verify ({hub.home()})")
+    table = Table(title=escape(f"weights verify ({hub.home()})"))
     for col in ("id", "result", "sha256", "detail"):
         table.add_column(col, no_wrap=col == "id")
     results = [hub.verify(m) for m in wanted]
     for r in results:
-        table.add_row(r.model_id, "[green]ok[/green]" if r.ok else "[red]FAIL[/red]",
-                      (r.sha256 or "")[:12], r.detail)
-    _out().print(table)
+        table.add_row(escape(r.model_id), "[green]ok[/green]" if r.ok else "[red]FAIL[/red]",
+                      (r.sha256 or "")[:12], escape(r.detail))
+    print_table(table)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

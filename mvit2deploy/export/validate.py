@@ -15,7 +15,7 @@ import torch
 
 from ..artifact import ArtifactMeta
 from ..images import IMAGE_SUFFIXES, load_image, preprocess
-from ..models.box_ops import box_iou, postprocess
+from ..models.box_ops import box_iou, select_detections
 
 # precision -> metric -> (comparison, threshold). ">=" means the value must be at least the threshold.
 THRESHOLDS: Dict[str, Dict[str, tuple]] = {
@@ -103,7 +103,7 @@ def validation_inputs(meta: ArtifactMeta, n_random: int = 2, seed: int = 0) -> n
     return np.concatenate([image_batch(meta), rand])
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
 
@@ -157,7 +157,7 @@ def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict
             ref = graph(xt).numpy()
             got = out["logits"]
             rep.add("max_abs_err", _scaled_err(ref, got))
-            rep.add("cosine", _cosine(ref, got))
+            rep.add("cosine", cosine(ref, got))
             agree = ref.argmax(1) == got.argmax(1)
             rep.add("top1_agree", agree.mean())
             rep.add("top1_agree_decisive", agree[_margin(ref, 1) > decisive].mean() if (_margin(ref, 1) > decisive).any() else 1.0)
@@ -168,7 +168,7 @@ def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict
             ref_mask = logits.argmax(1)
             if "logits" in out:
                 rep.add("max_abs_err", _scaled_err(logits, out["logits"]))
-                rep.add("cosine", _cosine(logits, out["logits"]))
+                rep.add("cosine", cosine(logits, out["logits"]))
                 got_mask = out["logits"].argmax(1)
             else:
                 got_mask = out["mask"]
@@ -181,7 +181,7 @@ def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict
             boxes, scores = graph(xt)
             if "num_detections" in out:
                 o = meta.options
-                ref = postprocess(boxes, scores, o["score_threshold"], o["iou_threshold"],
+                ref = select_detections(boxes, scores, o["score_threshold"], o["iou_threshold"],
                                   max_detections=o["max_detections"])
                 rep.add("det_matched", _det_matched(ref, out, len(x)))
                 rep.add("detections_ref", float(np.mean([len(r.labels) for r in ref])))
@@ -189,11 +189,11 @@ def compare(meta: ArtifactMeta, graph: torch.nn.Module, x: np.ndarray, out: Dict
                 if "raw_scores" in out:  # the network before NMS, so random weights are checked too
                     rep.add("raw_max_abs_err", max(_scaled_err(boxes.numpy(), out["raw_boxes"]),
                                                    _scaled_err(scores.numpy(), out["raw_scores"])))
-                    rep.add("raw_cosine", _cosine(scores.numpy(), out["raw_scores"]))
+                    rep.add("raw_cosine", cosine(scores.numpy(), out["raw_scores"]))
             else:
                 rep.add("max_abs_err", max(_scaled_err(boxes.numpy(), out["boxes"]),
                                            _scaled_err(scores.numpy(), out["scores"])))
-                rep.add("cosine", _cosine(scores.numpy(), out["scores"]))
+                rep.add("cosine", cosine(scores.numpy(), out["scores"]))
     return rep
 
 

@@ -6,6 +6,8 @@ from typing import List, NamedTuple
 import numpy as np
 import torch
 
+from ..spec import IOU_THRESHOLD, MAX_DETECTIONS, SCORE_THRESHOLD, TOP_K_PER_CLASS
+
 CENTER_VARIANCE = 0.1
 SIZE_VARIANCE = 0.2
 
@@ -46,8 +48,9 @@ class Detections(NamedTuple):
     labels: torch.Tensor  # [M] int64, 1..K-1
 
 
-def postprocess(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float = 0.3,
-                iou_threshold: float = 0.5, top_k_per_class: int = 400, max_detections: int = 200) -> List[Detections]:
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float = SCORE_THRESHOLD,
+                      iou_threshold: float = IOU_THRESHOLD, top_k_per_class: int = TOP_K_PER_CLASS,
+                      max_detections: int = MAX_DETECTIONS) -> List[Detections]:
     """Official SSD post-processing: per foreground class, score > threshold, top-k, NMS; keep the best overall.
 
     boxes [B, A, 4] decoded xyxy, scores [B, A, K] softmax probabilities (column 0 = background).

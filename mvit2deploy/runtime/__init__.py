@@ -1,20 +1,28 @@
-"""artifact -> runtime session. Every backend takes `images` float32 [N, 3, H, W] and returns the graph
-contract's outputs by name, so predict and bench never care which runtime runs.
+"""artifact -> runtime session, through one registry (`spec.RUNTIMES`). Every backend takes `images` float32
+[N, 3, H, W] and returns the graph contract's outputs by name, so predict, bench and val never care which
+runtime runs.
 
     session = open_session("exports/mobilevitv2-0.5-fp32.onnx", runtime="onnxruntime", threads=2)
     outputs = session.run(batch)          # {"logits": array [N, 1000]}
+
+Each runtime is one module here with three functions: `unavailable()` (None, or why it cannot run on this
+machine), `open(model, threads=None, spinning=True, **options)` (a Session) and `describe()` (its name and
+version for a benchmark header). The compatibility rules between runtimes and models live in `resolve`.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Dict, Optional, Protocol
+from types import ModuleType
+from typing import Dict, Optional, Protocol, Tuple
 
 import numpy as np
 
 from ..artifact import ArtifactMeta
 from ..errors import UserError
+from ..spec import CHECKPOINT_SUFFIXES, FORMATS, REFERENCE_RUNTIME, RUNTIMES, Runtime, format_of
 
-RUNTIMES = ("onnxruntime", "ort-mobile", "torch", "coreml")
+__all__ = ["RUNTIMES", "Session", "backend", "unavailable", "open_session", "default_runtime", "resolve", "spec_of"]
 
 
 class Session(Protocol):
@@ -25,30 +33,59 @@ class Session(Protocol):
     def run(self, images: np.ndarray) -> Dict[str, np.ndarray]: ...
 
 
+def spec_of(name: str) -> Runtime:
+    if name not in RUNTIMES:
+        raise UserError(f"unknown runtime {name!r} (choose from {', '.join(RUNTIMES)})")
+    return RUNTIMES[name]
+
+
+def backend(name: str) -> ModuleType:
+    """The runtime's module (imported on first use: each pulls in its own heavy library)."""
+    return importlib.import_module(f".{spec_of(name).module}", __name__)
+
+
+def unavailable(name: str) -> Optional[str]:
+    """None when `name` can run here, else the reason in one line."""
+    return backend(name).unavailable()
+
+
 def default_runtime(model: str) -> str:
-    suffix = Path(model).suffix
-    if suffix in (".mlpackage", ".mlmodel"):
-        return "coreml"
-    if suffix in (".onnx", ".ort"):
-        return "onnxruntime"
-    return "torch"
+    """The runtime a model runs on when none is asked for: by its file type, a zoo id on the reference."""
+    fmt = format_of(Path(str(model)).suffix)
+    if fmt is None:
+        return REFERENCE_RUNTIME
+    return next(r.name for r in RUNTIMES.values() if fmt in r.formats)
+
+
+def resolve(model: str, runtime: Optional[str], weights_given: bool = False) -> Tuple[str, str]:
+    """Check that `runtime` can run `model` (a zoo id or an artifact path); returns (model, runtime).
+    weights_given: the user chose the reference's weights (a file or random), which an artifact cannot take."""
+    runtime = runtime or default_runtime(model)
+    rt = spec_of(runtime)
+    suffix = Path(str(model)).suffix.lower()
+    fmt = format_of(suffix)
+    if not rt.formats:  # the reference runs a zoo id
+        if fmt is not None:
+            raise UserError(f"--runtime {runtime} runs a zoo model, not an artifact: pass --model ZOO_ID "
+                            f"(--runtime {default_runtime(model)} runs {model})")
+        if suffix in CHECKPOINT_SUFFIXES:
+            raise UserError(f"{model} is a checkpoint: pass the architecture as --model ZOO_ID and the file as "
+                            f"--weights {model}")
+        return model, runtime
+    if weights_given:
+        raise UserError(f"--weights / --random-init apply to the PyTorch reference runtime (--runtime "
+                        f"{REFERENCE_RUNTIME} --model ZOO_ID); an artifact carries its own weights")
+    if fmt not in rt.formats:
+        wanted = " or ".join(FORMATS[f].reads[0] for f in rt.formats)
+        hint = f"a zoo id runs with --runtime {REFERENCE_RUNTIME}" if fmt is None else \
+            f"export with --format {rt.export_format}"
+        raise UserError(f"--runtime {runtime} needs an {wanted} artifact, got {model!r} ({hint})")
+    return model, runtime
 
 
 def open_session(model: str | Path, runtime: Optional[str] = None, threads: Optional[int] = None,
-                 spinning: bool = True, **torch_options) -> Session:
-    """model: an .onnx/.ort/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`.
+                 spinning: bool = True, **options) -> Session:
+    """model: an artifact, or (the reference runtime) a zoo id, optionally `weights=`; checked by `resolve`.
     spinning=False lets ONNX Runtime's idle threads sleep (for pipelines that need CPU beside inference)."""
-    runtime = runtime or default_runtime(str(model))
-    if runtime in ("onnxruntime", "ort-mobile"):
-        from .onnxruntime import OrtSession
-
-        return OrtSession(Path(model), threads=threads, mobile=runtime == "ort-mobile", spinning=spinning)
-    if runtime == "torch":
-        from .torch_ref import TorchSession
-
-        return TorchSession(str(model), threads=threads, **torch_options)
-    if runtime == "coreml":
-        from .coreml import CoreMLSession
-
-        return CoreMLSession(Path(model), **{k: v for k, v in torch_options.items() if k == "compute_units"})
-    raise UserError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    _, runtime = resolve(str(model), runtime)
+    return backend(runtime).open(model, threads=threads, spinning=spinning, **options)

@@ -3,37 +3,54 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..artifact import read_meta, unique_labels
 from ..errors import UserError
+from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS
 
-REFUSAL = ("Core ML execution needs macOS 12+ (this is {system}): run the .mlpackage on a Mac or iPhone, "
-           "or use --runtime onnxruntime with an ONNX export here")
+REASON = "Core ML execution needs macOS 12+ (this is {system})"
+ADVICE = "run the .mlpackage on a Mac or iPhone, or use --runtime onnxruntime with an ONNX export here"
+
+
+def unavailable() -> Optional[str]:
+    """Why Core ML cannot run here (None on macOS 12+)."""
+    system = platform.system()
+    if system != "Darwin" or int(platform.mac_ver()[0].split(".")[0] or 0) < 12:
+        return REASON.format(system=f"{system} {platform.release()}".strip())
+    return None
 
 
 def require_macos() -> None:
-    system = platform.system()
-    if system != "Darwin" or int(platform.mac_ver()[0].split(".")[0] or 0) < 12:
-        raise UserError(REFUSAL.format(system=f"{system} {platform.release()}".strip()))
+    reason = unavailable()
+    if reason:
+        raise UserError(f"{reason}: {ADVICE}")
+
+
+def describe() -> Dict[str, str]:
+    import coremltools as ct
+
+    return {"coremltools": ct.__version__}
+
+
+def open(model, threads: Optional[int] = None, spinning: bool = True,  # noqa: A001
+         compute_units: str = DEFAULT_COMPUTE_UNITS) -> "CoreMLSession":
+    return CoreMLSession(Path(model), compute_units=compute_units)
 
 
 class CoreMLSession:
     runtime = "coreml"
 
-    def __init__(self, path: Path, compute_units: str = "all"):
+    def __init__(self, path: Path, compute_units: str = DEFAULT_COMPUTE_UNITS):
         require_macos()
         import coremltools as ct
 
-        from ..artifact import read_meta
-
         self.meta = read_meta(path)
-        units = {"all": ct.ComputeUnit.ALL, "cpu": ct.ComputeUnit.CPU_ONLY,
-                 "cpu_and_gpu": ct.ComputeUnit.CPU_AND_GPU, "cpu_and_ne": ct.ComputeUnit.CPU_AND_NE}
-        if compute_units not in units:
-            raise UserError(f"unknown compute units {compute_units!r} (choose from {', '.join(units)})")
-        self.model = ct.models.MLModel(str(path), compute_units=units[compute_units])
+        if compute_units not in COMPUTE_UNITS:
+            raise UserError(f"unknown compute units {compute_units!r} (choose from {', '.join(COMPUTE_UNITS)})")
+        self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]))
         self.fixed_batch = 1
         self.input_name = self.model.get_spec().description.input[0].name
 
@@ -51,8 +68,6 @@ def contract_outputs(results: List[dict], meta) -> Dict[str, np.ndarray]:
     """Core ML predictions (one dict per image) -> the ONNX graph contract, so predict/bench/validation
     treat every runtime alike. Classification: log of the classifier's probabilities as `logits`
     (softmax(log p) = p); detection with NMS: padded boxes (xyxy, clipped) / scores / labels / num_detections."""
-    from ..export.coreml import unique_labels
-
     if meta.task == "classification":
         probs = np.array([[r["classLabel_probs"][name] for name in unique_labels(meta.labels)] for r in results],
                          dtype=np.float64)

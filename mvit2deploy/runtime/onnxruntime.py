@@ -35,8 +35,6 @@ class OrtSession:
     def __init__(self, path: Path, threads: Optional[int] = None, mobile: bool = False, spinning: bool = True):
         import onnxruntime as ort
 
-        if mobile and path.suffix != ".ort":
-            raise UserError(f"--runtime ort-mobile needs an .ort artifact (export with --format ort), got {path.name}")
         self.meta = read_meta(path)
         self.runtime = "ort-mobile" if mobile else "onnxruntime"
         try:
@@ -51,3 +49,24 @@ class OrtSession:
     def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
         outs = self.session.run(None, {"images": np.ascontiguousarray(images, dtype=np.float32)})
         return dict(zip(self.output_names, outs))
+
+
+def unavailable() -> Optional[str]:
+    return None  # a pinned dependency, CPU provider always present
+
+
+def describe() -> Dict[str, str]:
+    import onnxruntime as ort
+
+    return {"onnxruntime": ort.__version__}
+
+
+def open(model, threads: Optional[int] = None, spinning: bool = True, **options) -> OrtSession:  # noqa: A001
+    _no_options("onnxruntime", options)
+    return OrtSession(Path(model), threads=threads, spinning=spinning)
+
+
+def _no_options(runtime: str, options: dict) -> None:
+    if options:
+        raise UserError(f"--runtime {runtime} takes no {', '.join(sorted(options))} option "
+                        "(those belong to the PyTorch reference or Core ML)")

@@ -8,19 +8,21 @@ import numpy as np
 import torch
 
 from ..artifact import ArtifactMeta, default_preprocessing, detection_options
-from ..export.graphs import task_graph
+from ..models.graphs import task_graph
 from ..hub import load_model
 from ..models import get_entry
-from ..models.box_ops import postprocess
+from ..models.box_ops import select_detections
+from ..spec import IOU_THRESHOLD, MAX_DETECTIONS, REFERENCE_RUNTIME, SCORE_THRESHOLD
 
 
 class TorchSession:
     fixed_batch = None
-    runtime = "torch"
+    runtime = REFERENCE_RUNTIME
 
     def __init__(self, model_id: str, threads: Optional[int] = None, weights: Optional[str | Path] = None,
                  image_size: Optional[tuple] = None, seg_output: str = "mask", nms: bool = True,
-                 score_threshold: float = 0.3, iou_threshold: float = 0.5, max_detections: int = 200):
+                 score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD,
+                 max_detections: int = MAX_DETECTIONS):
         if threads:
             torch.set_num_threads(threads)
         entry = get_entry(model_id)
@@ -52,7 +54,7 @@ class TorchSession:
         n = len(images)
         res = {"boxes": np.zeros((n, m, 4), np.float32), "scores": np.zeros((n, m), np.float32),
                "labels": np.zeros((n, m), np.int64), "num_detections": np.zeros(n, np.int64)}
-        for i, det in enumerate(postprocess(boxes, scores, o["score_threshold"], o["iou_threshold"],
+        for i, det in enumerate(select_detections(boxes, scores, o["score_threshold"], o["iou_threshold"],
                                             top_k_per_class=o["top_k_per_class"], max_detections=m)):
             k = len(det.scores)
             res["boxes"][i, :k] = det.boxes.clamp(0, 1).numpy()

@@ -1,6 +1,6 @@
 """Task post-processing: one image's raw graph outputs -> a result record in ORIGINAL image coordinates.
 
-    result = postprocess(meta, outputs_of_one_image, placement, top_k=5, score_threshold=None)
+    result = to_result(meta, outputs_of_one_image, placement, top_k=5, score_threshold=None)
     result.to_json()                       # the task's part of a predict JSON record
     result.save_pictures(img, dir, stem, meta.labels)   # segmentation / detection pictures (atomic PNGs)
 
@@ -15,37 +15,37 @@ import numpy as np
 
 from ..artifact import ArtifactMeta
 from ..images import Placement
+from ..spec import SCORE_THRESHOLD, TASKS
 from .classification import Classification, ScoredClass, classify, softmax
 from .detection import Detection, Detections, detect
 from .segmentation import ClassArea, Segmentation, segment
 
 TaskResult = Union[Classification, Segmentation, Detections]
-TASKS = ("classification", "segmentation", "detection")
 # the file suffixes of each task's pictures (classification saves none)
 PICTURE_SUFFIXES = {"segmentation": Segmentation.PICTURES, "detection": Detections.PICTURES}
 PICTURE_TASKS = tuple(PICTURE_SUFFIXES)
 
-__all__ = ["postprocess", "effective_score_threshold", "TaskResult", "Classification", "ScoredClass",
-           "Segmentation", "ClassArea", "Detections", "Detection", "classify", "segment", "detect", "softmax",
-           "TASKS", "PICTURE_TASKS", "PICTURE_SUFFIXES"]
+__all__ = ["to_result", "graph_score_threshold", "effective_score_threshold", "TaskResult", "Classification",
+           "ScoredClass", "Segmentation", "ClassArea", "Detections", "Detection", "classify", "segment", "detect",
+           "softmax", "TASKS", "PICTURE_TASKS", "PICTURE_SUFFIXES"]
 
 
 def graph_score_threshold(meta: ArtifactMeta) -> Optional[float]:
     """The threshold already applied inside an NMS graph (None for a graph without NMS)."""
     if meta.task != "detection" or not meta.options.get("nms", True):
         return None
-    return float(meta.options.get("score_threshold", 0.3))
+    return float(meta.options.get("score_threshold", SCORE_THRESHOLD))
 
 
 def effective_score_threshold(meta: ArtifactMeta, requested: Optional[float]) -> float:
-    """What predict filters with: the request, else the artifact's export-time threshold (default 0.3)."""
+    """What predict filters with: the request, else the artifact's export-time threshold."""
     if requested is not None:
         return float(requested)
-    return float(meta.options.get("score_threshold", 0.3))
+    return float(meta.options.get("score_threshold", SCORE_THRESHOLD))
 
 
-def postprocess(meta: ArtifactMeta, outputs: Mapping[str, np.ndarray], placement: Placement, *, top_k: int = 5,
-                score_threshold: Optional[float] = None) -> TaskResult:
+def to_result(meta: ArtifactMeta, outputs: Mapping[str, np.ndarray], placement: Placement, *, top_k: int = 5,
+              score_threshold: Optional[float] = None) -> TaskResult:
     """outputs: the session's outputs for ONE image (batch axis removed)."""
     if meta.task == "classification":
         return classify(outputs["logits"], meta.labels, top_k)

@@ -30,9 +30,6 @@ class Classification:
     def save_pictures(self, image, save_dir, stem, labels) -> None:
         """Classification saves no picture (the top-k table says it all)."""
 
-    def release(self) -> None:
-        pass
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis in float64 (stable for any logit range)."""

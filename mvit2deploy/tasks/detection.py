@@ -3,7 +3,7 @@
 Two artifact kinds (export/graphs.py contract):
   with NMS     boxes [M, 4] normalised xyxy (clipped), scores [M], labels [M] (0 = padding), num_detections
   without NMS  boxes [A, 4] decoded normalised xyxy, scores [A, K] softmax (column 0 background): the official
-               post-processing (models.box_ops.postprocess) runs here with the artifact's IoU threshold.
+               post-processing (models.box_ops.select_detections) runs here with the artifact's IoU threshold.
 The predict-time score threshold keeps detections with score > threshold, on top of the graph's own threshold
 (an NMS graph cannot return boxes below the threshold it was exported with). Filtering the output of an NMS
 graph at a higher threshold gives the same boxes as running NMS at that threshold (greedy NMS processes higher
@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import Placement
+from ..spec import IOU_THRESHOLD, MAX_DETECTIONS, TOP_K_PER_CLASS
 from . import draw
 
 
@@ -69,9 +70,6 @@ class Detections:
                                    [d.category_name for d in self.detections], draw.class_colours(labels))
         self.pictures = {"image_png": str(draw.save_png(pic, Path(save_dir) / f"{stem}{self.PICTURES[0]}"))}
 
-    def release(self) -> None:
-        pass
-
 
 def raw_detections(outputs: Mapping[str, np.ndarray], options: Mapping[str, object],
                    score_threshold: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,15 +84,15 @@ def raw_detections(outputs: Mapping[str, np.ndarray], options: Mapping[str, obje
     else:
         import torch
 
-        from ..models.box_ops import postprocess
+        from ..models.box_ops import select_detections
 
-        with torch.no_grad():
-            det = postprocess(torch.from_numpy(np.asarray(outputs["boxes"], np.float32))[None],
+        with torch.no_grad():  # the official decoding + NMS, as an NMS graph runs it
+            det = select_detections(torch.from_numpy(np.asarray(outputs["boxes"], np.float32))[None],
                               torch.from_numpy(np.asarray(outputs["scores"], np.float32))[None],
                               score_threshold=score_threshold,
-                              iou_threshold=float(options.get("iou_threshold", 0.5)),
-                              top_k_per_class=int(options.get("top_k_per_class", 400)),
-                              max_detections=int(options.get("max_detections", 200)))[0]
+                              iou_threshold=float(options.get("iou_threshold", IOU_THRESHOLD)),
+                              top_k_per_class=int(options.get("top_k_per_class", TOP_K_PER_CLASS)),
+                              max_detections=int(options.get("max_detections", MAX_DETECTIONS)))[0]
         boxes = det.boxes.clamp(0, 1).double().numpy()
         scores = det.scores.double().numpy()
         labels = det.labels.numpy().astype(np.int64)
@@ -102,7 +100,7 @@ def raw_detections(outputs: Mapping[str, np.ndarray], options: Mapping[str, obje
     return np.clip(boxes[order], 0.0, 1.0), scores[order], labels[order]
 
 
-def to_original(boxes: np.ndarray, placement: Placement) -> np.ndarray:
+def boxes_to_original(boxes: np.ndarray, placement: Placement) -> np.ndarray:
     """Normalised xyxy [M, 4] -> original-pixel xyxy, clipped to the image."""
     width, height = placement.orig_size
     x0, y0, x1, y1 = placement.crop_box
@@ -115,7 +113,7 @@ def to_original(boxes: np.ndarray, placement: Placement) -> np.ndarray:
 def detect(outputs: Mapping[str, np.ndarray], labels: Sequence[str], placement: Placement,
            options: Mapping[str, object], score_threshold: float) -> Detections:
     boxes, scores, ids = raw_detections(outputs, options, score_threshold)
-    px = to_original(boxes, placement)
+    px = boxes_to_original(boxes, placement)
     dets = []
     for (bx0, by0, bx1, by1), s, c in zip(px, scores, ids):
         x, y, x2, y2 = (round(float(v), 2) for v in (bx0, by0, bx1, by1))  # x + w stays within the image

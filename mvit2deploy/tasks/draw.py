@@ -4,7 +4,6 @@ Everything here is deterministic: the same image and result always give the same
 """
 from __future__ import annotations
 
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from ..fs import atomic_write
 
 RGB = Tuple[int, int, int]
 
@@ -111,17 +112,5 @@ def draw_detections(image: Image.Image, boxes_xyxy: np.ndarray, scores: Sequence
 
 
 def save_png(image: Image.Image, path: Path) -> Path:
-    """Write a PNG atomically: a temporary file in the same folder, then os.replace; never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        image.save(tmp, format="PNG", compress_level=3)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """Write a PNG atomically (never a partial file); a failed write raises UserError naming the file."""
+    return atomic_write(path, lambda f: image.save(f, format="PNG", compress_level=3))

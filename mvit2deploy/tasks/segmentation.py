@@ -51,10 +51,6 @@ class Segmentation:
                                   Path(save_dir) / f"{stem}{self.PICTURES[1]}")
         self.pictures = {"mask_png": str(mask_path), "overlay_png": str(over_path)}
 
-    def release(self) -> None:
-        """Drop the pixel data (kept records stay small)."""
-        self.mask = None
-
 
 def network_mask(output: np.ndarray) -> np.ndarray:
     """One image's graph output -> class indices [h, w]: a mask as is, logits [K, h, w] by argmax."""
@@ -71,7 +67,7 @@ def _nearest_index(n_out: int, lo: float, hi: float, n_in: int) -> np.ndarray:
     return np.where((pos >= 0) & (pos < n_in), pos, -1)
 
 
-def to_original(mask: np.ndarray, placement: Placement, num_classes: int) -> np.ndarray:
+def mask_to_original(mask: np.ndarray, placement: Placement, num_classes: int) -> np.ndarray:
     """Network-size mask [h, w] -> original-size mask [H, W] (nearest neighbour, see the module docstring)."""
     h, w = mask.shape
     width, height = placement.orig_size
@@ -100,6 +96,6 @@ def class_areas(mask: np.ndarray, labels: Sequence[str], unknown: int) -> List[C
 
 def segment(output: np.ndarray, labels: Sequence[str], placement: Placement) -> Segmentation:
     """One image's raw output (mask or logits) -> Segmentation at the original image size."""
-    mask = to_original(network_mask(output), placement, len(labels))
+    mask = mask_to_original(network_mask(output), placement, len(labels))
     unknown = UNKNOWN if len(labels) <= 255 else -1
     return Segmentation(mask, class_areas(mask, labels, unknown), unknown)

@@ -13,7 +13,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ..models.box_ops import decode_boxes
+from ..spec import SEG_OUTPUTS
+from .box_ops import decode_boxes
 
 
 class ClassifierGraph(nn.Module):
@@ -30,8 +31,8 @@ class ClassifierGraph(nn.Module):
 class SegmenterGraph(nn.Module):
     def __init__(self, model: nn.Module, output: str = "mask"):
         super().__init__()
-        if output not in ("mask", "logits"):
-            raise ValueError(f"segmentation output must be 'mask' or 'logits', not {output!r}")
+        if output not in SEG_OUTPUTS:
+            raise ValueError(f"segmentation output must be one of {SEG_OUTPUTS}, not {output!r}")
         self.model = model
         self.output = output
         self.output_names = (output,)

@@ -11,9 +11,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ...spec import TOP_K_PER_CLASS
+
 
 def append_nms(model: onnx.ModelProto, num_anchors: int, num_classes: int, score_threshold: float,
-               iou_threshold: float, max_detections: int, top_k: int = 400) -> onnx.ModelProto:
+               iou_threshold: float, max_detections: int, top_k: int = TOP_K_PER_CLASS) -> onnx.ModelProto:
     g = model.graph
     outs = {o.name: o for o in g.output}
     raw_boxes, raw_scores = "raw_boxes", "raw_scores"

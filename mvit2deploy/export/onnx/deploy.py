@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.mobilevitv2 import PATCH, LinearAttnFFN, MobileViTBlockV2
+from ...models.mobilevitv2 import PATCH, LinearAttnFFN, MobileViTBlockV2
 
 
 def _linear(conv: nn.Conv2d, rows=slice(None)) -> nn.Linear:

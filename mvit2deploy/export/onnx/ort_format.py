@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Tuple
 
-from ..errors import UserError
+from ...errors import UserError
 
 
 def convert_to_ort(onnx_path: Path, work_dir: Path, name: str) -> Tuple[Path, Path]:

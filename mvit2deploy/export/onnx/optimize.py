@@ -24,9 +24,3 @@ def check(model: onnx.ModelProto) -> None:
     ops = {n.op_type for n in model.graph.node}
     assert "Col2Im" not in ops, "Col2Im in the graph"
 
-
-def graph_summary(model: onnx.ModelProto) -> dict:
-    ops = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"nodes": len(model.graph.node), "ops": dict(sorted(ops.items()))}

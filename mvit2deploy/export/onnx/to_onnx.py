@@ -1,8 +1,7 @@
 """torch -> ONNX: trace a task graph into one self-contained ModelProto.
 
-Default: the dynamo exporter (torch.export), the supported path in torch 2.13; it handles every head here.
-`exporter="torchscript"` selects the older torch.jit.trace exporter (faster to run, fails on PSPNet's
-pooling matrices with a dynamic batch).
+The dynamo exporter (torch.export), the supported path in torch 2.13; it handles every head here (the older
+TorchScript exporter fails on PSPNet's pooling matrices with a dynamic batch).
 """
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ import onnx
 import torch
 from torch import nn
 
-from ..errors import UserError
-
-MIN_OPSET = 17
-DEFAULT_OPSET = 18
+from ...errors import UserError
+from ...spec import MIN_OPSET
 
 
 def max_opset() -> int:
@@ -30,19 +27,15 @@ def max_opset() -> int:
 
 
 def export_graph(graph: nn.Module, input_size: Sequence[int], batch: Optional[int], opset: int,
-                 output_names: Sequence[str], exporter: str = "dynamo") -> onnx.ModelProto:
+                 output_names: Sequence[str]) -> onnx.ModelProto:
     """batch=None: dynamic batch dimension `N`; otherwise fixed."""
     if opset < MIN_OPSET:
         raise UserError(f"--opset {opset} is too old: use {MIN_OPSET} or newer")
     h, w = input_size
     example = torch.rand(batch or 2, 3, h, w)
     names = dict(input_names=["images"], output_names=list(output_names), opset_version=opset)
-    if exporter == "dynamo":
-        dynamic = None if batch else {"images": {0: torch.export.Dim("N", min=1, max=1024)}}
-        kwargs = dict(dynamo=True, external_data=False, dynamic_shapes=dynamic)
-    else:
-        dynamic = None if batch else {n: {0: "N"} for n in ["images", *output_names]}
-        kwargs = dict(dynamo=False, dynamic_axes=dynamic, do_constant_folding=True)
+    dynamic = None if batch else {"images": {0: torch.export.Dim("N", min=1, max=1024)}}
+    kwargs = dict(dynamo=True, external_data=False, dynamic_shapes=dynamic)
     # the exporters print progress to stdout and log "torchvision is not installed"; neither is ours to show
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \

@@ -1,0 +1,115 @@
+"""What `export` is asked for (ExportOptions), what it returns (ExportResult), and the checks run before any
+work: the options (once), and the output path. No heavy imports: the CLI builds these at start-up."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from ..artifact import ArtifactMeta
+from ..errors import UserError
+from ..fs import check_writable
+from ..models import get_entry
+from ..spec import (DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_OPSET, DEFAULT_PRECISION, FORMATS,
+                    IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS, check_size)
+
+DEFAULT_DIR = Path("exports")
+DEFAULT_FORMAT = "onnx"
+
+
+@dataclass
+class ExportOptions:
+    """The options of `mvit2deploy export`, one field per CLI option (defaults from `spec`).
+
+    weights=None means the official checkpoint (cached, else pulled: driver.find_checkpoint), not random weights
+    as in `models.load_model(weights=None)`; random weights are asked for with random_init=True.
+    """
+
+    model_id: str
+    weights: Optional[Path] = None  # a checkpoint file; None: the official one (NOT random weights, see above)
+    random_init: bool = False  # random weights when no official checkpoint is cached or can be pulled
+    output: Optional[Path] = None  # None: default_output()
+    image_size: Optional[Tuple[int, int]] = None  # H, W; default: the zoo's evaluation size
+    batch: Optional[int] = None  # None: dynamic
+    opset: int = DEFAULT_OPSET
+    precision: str = DEFAULT_PRECISION
+    calibration: Optional[Path] = None
+    format: str = DEFAULT_FORMAT
+    simplify: bool = True
+    force: bool = False
+    keep_failed: bool = False
+    seg_output: str = SEG_OUTPUTS[0]
+    nms: bool = True
+    score_threshold: float = SCORE_THRESHOLD
+    iou_threshold: float = IOU_THRESHOLD
+    max_detections: int = MAX_DETECTIONS
+    # Core ML only
+    compress: Optional[str] = None
+    deployment_target: str = DEFAULT_DEPLOYMENT_TARGET
+    compute_units: str = DEFAULT_COMPUTE_UNITS
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    meta: ArtifactMeta
+    report: object  # ValidationReport, or the Core ML spec-check report
+    size_bytes: int
+    seconds: float
+    extra_files: List[Path] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+
+def check_options(opts: ExportOptions) -> None:
+    """The checks every format shares (the format's own checks are its `plan`, run once by the driver)."""
+    entry = get_entry(opts.model_id)
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"unsupported precision {opts.precision!r} (choose from {', '.join(PRECISIONS)})")
+    if opts.format not in FORMATS:
+        raise UserError(f"unsupported format {opts.format!r} (choose from {', '.join(FORMATS)})")
+    if opts.seg_output not in SEG_OUTPUTS:
+        raise UserError(f"--seg-output must be {' or '.join(SEG_OUTPUTS)}, not {opts.seg_output!r}")
+    if opts.batch is not None and opts.batch < 1:
+        raise UserError("--batch must be 'dynamic' or a positive integer")
+    if opts.image_size:
+        check_size(opts.image_size)
+    if opts.weights is not None and opts.random_init:
+        raise UserError("--weights and --random-init exclude each other")
+    if not opts.nms and entry.task != "detection":
+        raise UserError(f"--no-nms applies to detection models; {opts.model_id} is a {entry.task} model")
+    if opts.calibration is not None and opts.precision != "int8":
+        raise UserError("--calibration only applies to --precision int8")
+    coreml_only = (opts.compress, opts.deployment_target != DEFAULT_DEPLOYMENT_TARGET,
+                   opts.compute_units != DEFAULT_COMPUTE_UNITS)
+    if opts.format != "coreml" and any(coreml_only):
+        raise UserError("--compress, --deployment-target and --compute-units apply to --format coreml only")
+    if not 0 <= opts.score_threshold < 1 or not 0 < opts.iou_threshold <= 1 or opts.max_detections < 1:
+        raise UserError("detection thresholds out of range")
+
+
+def input_size(opts: ExportOptions) -> Tuple[int, int]:
+    entry = get_entry(opts.model_id)
+    return tuple(opts.image_size or (entry.input_size, entry.input_size))
+
+
+def default_output(opts: ExportOptions, size: Tuple[int, int]) -> Path:
+    entry = get_entry(opts.model_id)
+    tag = "" if size == (entry.input_size, entry.input_size) else f"-{size[0]}x{size[1]}"
+    return DEFAULT_DIR / f"{opts.model_id}{tag}-{opts.precision}{FORMATS[opts.format].suffix}"
+
+
+def ort_config_path(out_path: Path) -> Path:
+    """The required-operators config written beside an .ort file (for a reduced ORT build)."""
+    return out_path.with_suffix(".required_operators.config")
+
+
+def check_output(out_path: Path, opts: ExportOptions) -> None:
+    """Before any work: the suffix fits the format, nothing is overwritten without --force, the folder is
+    writable (so a long export never ends in a write error)."""
+    fmt = FORMATS[opts.format]
+    if out_path.suffix != fmt.suffix:
+        other = next((f.name for f in FORMATS.values() if f.suffix == out_path.suffix), None)
+        hint = f" (for a {out_path.suffix} file use --format {other})" if other else ""
+        raise UserError(f"--output {out_path}: --format {opts.format} writes a {fmt.suffix} file{hint}")
+    for path in [out_path, *([ort_config_path(out_path)] if opts.format == "ort" else [])]:
+        check_writable(path, "--output", opts.force, folder_ok=fmt.is_folder)
