@@ -69,3 +69,15 @@ def filled_checkpoints(tmp_path_factory) -> Dict[str, Path]:
         torch.save(reference_state_dict(stem), path)
         out[stem] = path
     return out
+
+
+# Test levels: `pytest -m "not slow"` runs the quick ones (units, models, weights, packaging, CLI refusals:
+# under 2 minutes); the modules below export, trace and run whole networks. CI runs everything.
+SLOW_MODULES = {"test_export", "test_coreml", "test_predict", "test_bench", "test_graph_rewrites", "test_val",
+                "test_mobile", "test_openvino", "test_int8_budget"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "hostile" in item.nodeid.split("/")[1:2]:
+            item.add_marker(pytest.mark.slow)
