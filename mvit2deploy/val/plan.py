@@ -67,7 +67,11 @@ def _reference_weights(meta, weights: Optional[Path]):
     from ..bench import runner
 
     if weights is not None:
-        return runner.weights_for(meta.model_id, runner.BenchSettings(weights=weights))
+        w = runner.weights_for(meta.model_id, runner.BenchSettings(weights=weights))
+        if hub.sha256(weights) != meta.source_sha256:
+            raise UserError(f"--weights {weights}: the artifact of {meta.model_id} was exported from "
+                            f"{meta.source_file}, not from this file (its reference would be another network)")
+        return w
     if meta.random_init:
         return random_weights()
     cached = hub.cached(meta.model_id)
@@ -155,7 +159,7 @@ def _detection_export(row: Row, w, cache_dir: Path, progress: Callable[[str], No
     try:
         export(ExportOptions(model_id=row.model, weights=w.export_weights, random_init=w.random_init, output=path,
                              image_size=row.size, format=runner.FORMAT[row.runtime], precision=row.precision,
-                             force=True, score_threshold=EVAL_SCORE_THRESHOLD,
+                             force=True, keep_failed=True, score_threshold=EVAL_SCORE_THRESHOLD,
                              max_detections=EVAL_MAX_DETECTIONS),
                step=lambda s: progress(f"  {row.label}: {s}"))
     except Exception as exc:  # noqa: BLE001  (a failed export is a row with the reason)
@@ -182,12 +186,15 @@ def prepare(rows: Sequence[Row], groups: Dict[Tuple, object], task: str, cache_d
                 done[key] = _detection_export(row, w, cache_dir, progress)
             else:
                 cfg = runner.Config(row.model, row.runtime, row.precision, row.size, 1, task=task)
-                done[key] = runner._export(cfg, w, runner.BenchSettings(cache_dir=cache_dir,
+                # keep_failed: an int8 export outside export's agreement bounds is what val is there to measure
+                done[key] = runner._export(cfg, w, runner.BenchSettings(cache_dir=cache_dir, keep_failed=True,
                                                                         weights=w.export_weights), progress)
         prepared = done[key]
         row.artifact = prepared.path
         if prepared.error:
             row.state, row.reason = "failed", prepared.error
+        elif (prepared.validation or {}).get("passed") is False:
+            row.notes.append("its export-time validation against PyTorch failed (kept: val measures the loss)")
 
 
 def open_sessions(rows: Sequence[Row], groups: Dict[Tuple, object], threads: Optional[int]) -> None:

@@ -316,7 +316,7 @@ def val(dataset: Union[str, Path], models: Sequence[str], *, runtimes: Optional[
         meta = row.session.meta
         pkeys[i] = planning.preprocessing_key(meta)
         keys.setdefault(pkeys[i], (meta.preprocessing, tuple(meta.input_size)))
-        threshold = planning.detection_threshold(row) if task == "detection" else None
+        threshold = row.threshold = planning.detection_threshold(row) if task == "detection" else None
         scorers[i] = make_scorer(task, data, meta, threshold, pkeys[i])
     if not scorers:
         raise UserError("no row can run here: " + "; ".join(f"{r.label}: {r.reason}" for r in rows))
