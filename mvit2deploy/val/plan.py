@@ -102,10 +102,11 @@ def plan_rows(models: Sequence[str], runtimes: Optional[Sequence[str]], precisio
 
     def add_reference(model_id: str, w, size) -> Tuple:
         key = (model_id, w.tag, tuple(size))
-        if key not in groups and reference:
+        if key not in groups:
             groups[key] = w
-            rows.append(Row(model_id, model_id, "torch", "fp32", tuple(size), key, reference=True,
-                            weights=w.label, random_init=w.random_init))
+            if reference:
+                rows.append(Row(model_id, model_id, "torch", "fp32", tuple(size), key, reference=True,
+                                weights=w.label, random_init=w.random_init))
         return key
 
     for model in models:
