@@ -220,22 +220,35 @@ def test_bad_image_is_counted_named_and_skipped(work, ckpt, pictures, cls_truth)
     assert len(result.failures) == 1 and "broken.jpg" in result.failures[0].error and result.exit_code == 1
 
 
-def test_gates_exit_codes(cls_run, ckpt):
-    """--min-metric / --max-drop through the CLI on the int8 artifact (+ its PyTorch reference)."""
-    root, result = cls_run
-    int8 = result.to_dict()["rows"][2]
-    base = [root, "--model", int8["artifact"], "--weights", ckpt[CLS]]
-    top1 = int8["metrics"]["top1"]
-    assert invoke(base + ["--min-metric", f"{top1 - 0.01:.4f}"]).exit_code == 0
-    r = invoke(base + ["--min-metric", f"{min(top1 + 0.01, 1.0):.4f}"])
-    assert r.exit_code == (1 if top1 < 1.0 else 0)
-    drop = -int8["delta"]["top1"]
-    assert invoke(base + ["--max-drop", f"{drop + 0.5:.3f}"]).exit_code == 0
-    if drop > 0:
-        r = invoke(base + ["--max-drop", f"{drop / 2:.3f}"])
-        assert r.exit_code == 1 and "points below the reference" in r.output
+def test_gates_exit_codes(cls_run, ckpt, work, pictures, cls_truth):
+    """--min-metric / --max-drop through the CLI: the int8 artifact (+ its PyTorch reference) on 4 images, one
+    label changed, so the reference scores exactly 0.75."""
+    _, result = cls_run
+    labels = [(c + 1) % 1000 if i == 0 else c for i, c in enumerate(cls_truth[0][:4])]
+    root = class_folders(work / "cls_gate", pictures[:4], labels)
+    base = [root, "--model", result.to_dict()["rows"][2]["artifact"], "--weights", ckpt[CLS]]
+    r = invoke(base + ["--min-metric", "0.76", "--json", work / "gate.json"])
+    assert r.exit_code == 1 and "below --min-metric 0.76" in r.output
+    rows = json.loads((work / "gate.json").read_text())["rows"]
+    assert rows[0]["runtime"] == "torch" and rows[0]["metrics"]["top1"] == 0.75
+    assert invoke(base + ["--min-metric", "0.0", "--max-drop", "100"]).exit_code == 0
     r = invoke(base + ["--min-metric", "70"])
     assert r.exit_code == 2 and "fraction" in r.output
+
+
+def test_max_drop_gate_counts_points_below_the_reference(cls_run):
+    """gates() on the real result, with the int8 row one image worse than measured: -100/12 points more."""
+    import copy
+
+    from mvit2deploy.val.report import gates
+
+    result = copy.deepcopy(cls_run[1])
+    result.scorers[2].metric.correct[0] -= 1
+    drop = -result.delta(2)["top1"]
+    assert drop >= 100 / 12 - 1e-9
+    assert gates(result, max_drop=drop + 0.01, min_metric=None) == []
+    out = gates(result, max_drop=drop - 0.01, min_metric=None)
+    assert len(out) == 1 and "int8" in out[0] and "points below the reference" in out[0]
 
 
 def test_artifact_with_other_weights_is_refused(cls_run, work):
