@@ -48,7 +48,7 @@ class ExportOptions:
     random_init: bool = False  # allow random weights when no checkpoint is found
     output: Optional[Path] = None
     image_size: Optional[Tuple[int, int]] = None  # H, W; default: the zoo's evaluation size
-    batch: Optional[int] = None  # None: dynamic
+    batch: Optional[int] = None  # None: the target's default (cpu: dynamic, android/ios: 1); "dynamic" or N
     opset: int = 18
     precision: str = "fp32"
     calibration: Optional[Path] = None
@@ -65,6 +65,7 @@ class ExportOptions:
     compress: Optional[str] = None
     deployment_target: str = "iOS15"
     compute_units: str = "all"
+    target: str = "cpu"  # cpu, android or ios (export/targets.py): the graph and .ort style for where it runs
 
 
 @dataclass
@@ -81,6 +82,7 @@ class ExportResult:
 def default_output(opts: ExportOptions, size: Tuple[int, int]) -> Path:
     entry = get_entry(opts.model_id)
     tag = "" if size == (entry.input_size, entry.input_size) else f"-{size[0]}x{size[1]}"
+    tag += "" if opts.target == "cpu" else f"-{opts.target}"
     return DEFAULT_DIR / f"{opts.model_id}{tag}-{opts.precision}{SUFFIX[opts.format]}"
 
 
@@ -202,6 +204,9 @@ def atomic_move(src: Path, dst: Path, force: bool) -> None:
 
 def export(opts: ExportOptions, step: Callable[[str], None] = lambda s: None) -> ExportResult:
     """Run the whole export; `step(name)` is called as each stage starts (for progress displays)."""
+    from .targets import apply_target
+
+    opts = apply_target(opts)
     check_options(opts)
     entry = get_entry(opts.model_id)
     size = tuple(opts.image_size or (entry.input_size, entry.input_size))

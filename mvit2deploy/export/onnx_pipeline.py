@@ -12,12 +12,14 @@ import onnx
 import torch
 
 from . import ExportOptions, ExportResult, atomic_move, build_meta, ort_config_path, raise_if_failed
-from .deploy import deploy_copy
 from .fuse import merge_pointwise_chains
 from .graphs import task_graph
 from .nms import append_nms
+from .nms_mobile import append_nms_mobile
 from .optimize import check, simplify
 from .precision import to_fp16, to_int8
+from .readiness import readiness
+from .targets import dynamic_batch_warning, fill_resize_inputs, get_target
 from .to_onnx import export_graph
 from .validate import image_batch, sample_crops, validate
 
@@ -50,16 +52,18 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
                          t0: float) -> ExportResult:
     entry = model.zoo_entry
     graph = task_graph(model, opts.seg_output)  # the reference every export is validated against
-    notes = []
+    target = get_target(opts.target)
+    notes = [dynamic_batch_warning(target)] if target.mobile and opts.batch is None else []
     step("trace")
-    proto = export_graph(task_graph(deploy_copy(model), opts.seg_output), size, opts.batch, opts.opset,
-                         graph.output_names)
+    proto = export_graph(task_graph(target.deploy_copy(model), opts.seg_output), size, opts.batch,
+                         opts.opset, graph.output_names)
     outputs = list(graph.output_names)
     if entry.task == "detection" and opts.nms:
         with torch.no_grad():
             n_anchors = graph(torch.zeros(1, 3, *size))[0].shape[1]
-        proto = append_nms(proto, n_anchors, entry.num_classes, opts.score_threshold, opts.iou_threshold,
-                           opts.max_detections)
+        append = append_nms_mobile if target.mobile else append_nms
+        proto = append(proto, n_anchors, entry.num_classes, opts.score_threshold, opts.iou_threshold,
+                       opts.max_detections)
         outputs = ["boxes", "scores", "labels", "num_detections"]
     if opts.simplify:
         step("simplify")
@@ -67,7 +71,10 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
         if warning:
             notes.append(warning)
         merge_pointwise_chains(proto)  # after onnxsim, which folds each BatchNorm into its conv
+    if target.mobile:
+        fill_resize_inputs(proto)
     meta = build_meta(opts, size, weights, outputs)
+    meta.options["target"] = opts.target
     if opts.precision == "fp16":
         step("fp16")
         proto = to_fp16(proto)
@@ -85,13 +92,15 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
         _save(proto, meta, path)
         report = validate(path, meta, graph, opts.batch)
         meta.validation = report.to_dict()
-        _save(proto, meta, path)  # again, now with the validation summary embedded
+        step("readiness")
+        meta.readiness = readiness(path, opts.target)
+        _save(proto, meta, path)  # again, now with the validation summary and readiness report embedded
         extra = []
         if opts.format == "ort" and (report.passed or opts.keep_failed):
             step("ort")
             from .ort_format import convert_to_ort
 
-            path, config = convert_to_ort(path, tmp / "ort", out_path.name)
+            path, config = convert_to_ort(path, tmp / "ort", out_path.name, target.ort_style)
             report = validate(path, meta, graph, opts.batch)  # the .ort itself must pass too
             extra.append((config, ort_config_path(out_path)))
         raise_if_failed(report, opts.keep_failed, "validation against PyTorch", "artifact")
