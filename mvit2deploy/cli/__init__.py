@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Sub-command modules; each defines `register(app)`.
-COMMANDS = ["export", "predict", "bench", "weights", "explain"]
+COMMANDS = ["export", "predict", "bench", "weights", "explain", "inspect"]
 
 
 def _version(value: bool) -> None:

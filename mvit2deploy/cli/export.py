@@ -11,10 +11,11 @@ from rich.table import Table
 from ..errors import UserError
 from ..export import ExportOptions, ValidationFailed, export
 from ._common import console, err_console, parse_size, run_guarded
+from .inspect import readiness_tables
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
-         "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
+         "ort": "converting to ORT format", "readiness": "checking mobile readiness (ORT's checker)", "convert": "converting to Core ML", "check": "checking the Core ML spec",
          "write": "writing"}
 
 
@@ -60,6 +61,8 @@ def export_cmd(
     compress: Optional[str] = typer.Option(None, help="Core ML: int8, palettize4 or palettize8."),
     deployment_target: str = typer.Option("iOS15", help="Core ML: iOS15, iOS16 or iOS17."),
     compute_units: str = typer.Option("all", help="Core ML: all, cpu, cpu_and_gpu or cpu_and_ne."),
+    target: str = typer.Option("cpu", help="cpu (ONNX Runtime CPU), android (NNAPI) or ios (ONNX Runtime's Core ML "
+                                           "provider): graph and .ort style for where it runs; mobile: batch 1."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
@@ -69,11 +72,11 @@ def export_cmd(
         raise UserError(BATCH_REFUSAL.format(batch="dynamic"))
     opts = ExportOptions(
         model_id=model_id, weights=weights, random_init=random_init, output=output, image_size=parse_size(image_size),
-        batch=parse_batch(batch or "dynamic"), opset=opset, precision=precision or ("fp16" if format == "coreml" else "fp32"),
+        batch=None if batch is None else (parse_batch(batch) or "dynamic"), opset=opset, precision=precision or ("fp16" if format == "coreml" else "fp32"),
         calibration=calibration, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
         seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, compress=compress, deployment_target=deployment_target,
-        compute_units=compute_units)
+        compute_units=compute_units, target=target)
     status = err_console.status("starting")
     with status:
         try:
@@ -89,7 +92,8 @@ def export_cmd(
     if as_json:
         console.print_json(json.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
-                                       "validation": result.report.to_dict(), "warnings": result.warnings}))
+                                       "validation": result.report.to_dict(), "warnings": result.warnings,
+                                       "readiness": _readiness(result)}))
         return
     console.print(report_table(result.report))
     summary = Table.grid(padding=(0, 2))
@@ -101,11 +105,23 @@ def export_cmd(
     summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
                             f"{result.meta.precision}")
     console.print(summary)
+    if result.meta.format != "coreml":
+        for table in readiness_tables(_readiness(result)):
+            console.print(table)
     if result.meta.format == "coreml":
         console.print("next: drag the .mlpackage into Xcode (see README, 'Core ML on iPhone'); "
                       "`mvit2deploy predict --model` runs it on macOS 12+ only")
     else:
         console.print(f"next: [bold]mvit2deploy predict IMAGE --model {result.path}[/bold]")
+
+
+def _readiness(result) -> dict:
+    """The stored readiness report; for an .ort, with what the .ort file itself shows (style, operators)."""
+    if result.meta.format != "ort":
+        return {**result.meta.readiness, "file_bytes": result.size_bytes}
+    from ..export.readiness import ort_facts
+
+    return {**result.meta.readiness, **ort_facts(result.path)}
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from .nms_mobile import append_nms_mobile
 from .optimize import check, simplify
 from .precision import to_fp16, to_int8
 from .readiness import readiness
-from .targets import dynamic_batch_warning, fill_resize_inputs, get_target
+from .targets import check_standard_ops, dynamic_batch_warning, fill_resize_inputs, get_target
 from .to_onnx import export_graph
 from .validate import image_batch, sample_crops, validate
 
@@ -75,6 +75,8 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
         fill_resize_inputs(proto)
     meta = build_meta(opts, size, weights, outputs)
     meta.options["target"] = opts.target
+    if opts.format == "ort":
+        meta.options["ort_style"] = target.ort_style
     if opts.precision == "fp16":
         step("fp16")
         proto = to_fp16(proto)
@@ -84,6 +86,8 @@ def export_onnx_artifact(opts: ExportOptions, model: torch.nn.Module, size: Tupl
         proto, method = to_int8(proto, list(batches))
         notes.append(f"int8 ranges: {method}; calibrated on {source}")
     check(proto)
+    if target.mobile:
+        check_standard_ops(proto)
     tmp = Path(tempfile.mkdtemp(prefix="mvit2deploy-"))
     written = []
     try:

@@ -175,7 +175,17 @@ def ort_facts(path: Path) -> Dict[str, object]:
             "required_operators": [f"{d};{v};{','.join(sorted(o))}" for d in sorted(required)
                                    for v, o in sorted(required[d].items())],
             "nchwc_ops": sorted(k for k in ops if k.startswith(NCHWC_DOMAIN + ":")),
-            "runtime_optimizations": saved, "style": "Runtime" if saved else "Fixed (no saved runtime optimizations)"}
+            "runtime_optimizations": saved, "style": ort_style(ops, saved)}
+
+
+def ort_style(ops: Counter, saved: Dict[str, int]) -> str:
+    """What the file shows of its optimisation style (an .ort file does not record the style itself)."""
+    if saved:
+        return "Runtime (saved runtime optimizations: " + ", ".join(f"{k} x{v}" for k, v in saved.items()) + ")"
+    fused = sorted(k for k in ops if k.split(":")[0].startswith("com.microsoft"))
+    if fused:
+        return "Fixed (CPU-provider ops baked in: " + ", ".join(fused) + ")"
+    return "plain ONNX ops only (nothing for runtime optimizations to record; as the Runtime style writes it)"
 
 
 def readiness(path: Path, target: Optional[str] = None) -> Dict[str, object]:
@@ -183,3 +193,62 @@ def readiness(path: Path, target: Optional[str] = None) -> Dict[str, object]:
     report = {"target": target, **onnx_facts(Path(path)), "providers": provider_report(Path(path)),
               "not_assessed": dict(NOT_ASSESSED)}
     return report
+
+
+def _ort_props(path: Path) -> Dict[str, str]:
+    model = _ort_root(path).Model()
+    return {model.MetadataProps(i).Key().decode(): model.MetadataProps(i).Value().decode()
+            for i in range(model.MetadataPropsLength())}
+
+
+def _our_meta(props: Dict[str, str], missing: List[str]) -> Optional[Dict[str, object]]:
+    from ..artifact import ArtifactMeta
+
+    try:
+        meta = ArtifactMeta.from_props(props)
+    except Exception:  # not ours, or metadata we cannot parse: report what the file itself says
+        missing.append("mvit2deploy metadata (model id, task, preprocessing, labels, validation): "
+                       "not exported by mvit2deploy")
+        return None
+    return {"model_id": meta.model_id, "task": meta.task, "precision": meta.precision, "format": meta.format,
+            "target": meta.options.get("target", "cpu"), "batch": meta.options.get("batch"),
+            "input_size": list(meta.input_size), "validation_passed": meta.validation.get("passed"),
+            "stored_readiness": meta.readiness}
+
+
+def inspect_artifact(path: Path) -> Dict[str, object]:
+    """Everything `mvit2deploy inspect` reports; `missing` says what could not be known and why."""
+    from ..errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: " + ("not a file (inspect reads .onnx and .ort files)" if path.exists()
+                                       else "not found"))
+    missing: List[str] = []
+    if path.suffix == ".ort":
+        try:
+            facts, props = ort_facts(path), _ort_props(path)
+        except Exception as exc:  # a hostile or truncated flatbuffer fails anywhere inside the bindings
+            raise UserError(f"{path}: not a readable ORT format file ({type(exc).__name__})") from None
+        meta = _our_meta(props, missing)
+        providers = (meta or {}).get("stored_readiness", {}).get("providers")
+        if not providers:
+            missing.append("provider analysis: ONNX Runtime's checker works on ONNX graphs; inspect the .onnx "
+                           "this file was converted from")
+        report = {**facts, "providers": providers or {}}
+    else:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+        meta = _our_meta({p.key: p.value for p in model.metadata_props}, missing)
+        report = {**onnx_facts(path)}
+        try:
+            report["providers"] = provider_report(path)
+        except Exception as exc:  # ORT's checker needs a graph it can optimise and shape-infer
+            report["providers"] = {}
+            missing.append(f"provider analysis: ONNX Runtime's checker failed ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
+    if meta:
+        meta.pop("stored_readiness", None)
+    return {"path": str(path), **report, "not_assessed": dict(NOT_ASSESSED), "artifact": meta, "missing": missing}

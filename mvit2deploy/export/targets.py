@@ -195,3 +195,14 @@ def fill_resize_inputs(model) -> None:
                     node.input[i], used = name, True
     if used and name not in {t.name for t in model.graph.initializer}:
         model.graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), name))
+
+
+def check_standard_ops(model) -> None:
+    """A mobile-target graph holds standard ONNX ops only: NNAPI and Core ML take no com.microsoft contrib op
+    (a quantiser or optimiser that introduced one would silently move those nodes to the CPU)."""
+    from ..errors import UserError
+
+    contrib = sorted({f"{n.domain}:{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if contrib:
+        raise UserError(f"the mobile graph contains non-standard operators ({', '.join(contrib)}), which the "
+                        "phone's providers cannot take; nothing written")
