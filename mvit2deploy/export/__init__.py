@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 
 from ..artifact import ArtifactMeta, default_preprocessing, detection_options
@@ -48,7 +48,7 @@ class ExportOptions:
     random_init: bool = False  # allow random weights when no checkpoint is found
     output: Optional[Path] = None
     image_size: Optional[Tuple[int, int]] = None  # H, W; default: the zoo's evaluation size
-    batch: Optional[int] = None  # None: the target's default (cpu: dynamic, android/ios: 1); "dynamic" or N
+    batch: Union[int, str, None] = None  # None: the target's default (cpu: dynamic, android/ios: 1); "dynamic" or N
     opset: int = 18
     precision: str = "fp32"
     calibration: Optional[Path] = None
