@@ -31,6 +31,7 @@ COMMANDS = (
     "bench",
     "weights",
     "explain",
+    "inspect",
 )
 
 
