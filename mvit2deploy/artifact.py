@@ -55,6 +55,7 @@ class ArtifactMeta:
     outputs: List[str] = field(default_factory=list)
     options: Dict[str, object] = field(default_factory=dict)  # task options (seg_output, nms, thresholds ...)
     validation: Dict[str, object] = field(default_factory=dict)
+    readiness: Dict[str, object] = field(default_factory=dict)  # mobile readiness (export/onnx/readiness.py)
     version: str = __version__
     export_date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema: int = SCHEMA

@@ -55,6 +55,26 @@ RUNTIMES: Dict[str, Runtime] = {r.name: r for r in (
 REFERENCE_RUNTIME = "torch"
 TORCH_PRECISION_NOTE = "torch eager runs fp32 only (fp16/int8 are conversions of the exported graph)"
 
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where an ONNX / .ort export will run (`export --target`): the graph lowering and .ort style that suit it."""
+
+    name: str
+    description: str
+    providers: Tuple[str, ...]  # ONNX Runtime execution providers, in the order the app registers them
+    ort_style: str  # onnxruntime.tools.convert_onnx_models_to_ort OptimizationStyle name
+    mobile: bool  # mobile lowering (export/onnx/targets.py), batch 1 by default
+
+
+EXPORT_TARGETS: Dict[str, ExportTarget] = {t.name: t for t in (
+    ExportTarget("cpu", "ONNX Runtime CPU provider (PC, server); fastest graph there", ("CPU",), "Fixed", False),
+    ExportTarget("android", "ONNX Runtime Mobile on Android with the NNAPI provider", ("NNAPI", "XNNPACK", "CPU"),
+                 "Runtime", True),
+    ExportTarget("ios", "ONNX Runtime Mobile on iOS with the Core ML provider (ML Program)", ("CoreML", "CPU"),
+                 "Runtime", True),
+)}
+DEFAULT_EXPORT_TARGET = "cpu"
+
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PRECISION = "fp32"
 

@@ -32,6 +32,7 @@ COMMANDS = (
     "weights",
     "explain",
     "val",
+    "inspect",
 )
 
 

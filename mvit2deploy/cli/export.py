@@ -13,13 +13,15 @@ from ..console import console, err_console, escape, note, say
 from ..errors import UserError
 from ..export import DEFAULT_DIR, ExportOptions, ValidationFailed, export
 from ..spec import (COMPUTE_UNITS, COREML_COMPRESSIONS, DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET,
-                    DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, FORMATS, IOU_THRESHOLD, MAX_DETECTIONS,
-                    MIN_OPSET, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS)
+                    DEFAULT_EXPORT_TARGET, DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, EXPORT_TARGETS,
+                    FORMATS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS)
 from ._common import parse_size, run_guarded
+from .inspect import readiness_tables
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
-         "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
+         "ort": "converting to ORT format", "readiness": "checking mobile readiness (ORT's checker)",
+         "convert": "converting to Core ML", "check": "checking the Core ML spec",
          "write": "writing"}
 
 
@@ -56,7 +58,8 @@ def export_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help=f"Output file (default {DEFAULT_DIR}/<id>-<precision>.<ext>)."),
     image_size: Optional[str] = typer.Option(None, help="N or HxW (default: the model's evaluation size)."),
-    batch: Optional[str] = typer.Option(None, help="'dynamic' (the default; Core ML: 1) or a fixed batch size."),
+    batch: Optional[str] = typer.Option(None, help="'dynamic' (the default; Core ML and mobile targets: 1) or a fixed "
+                                                    "batch size."),
     opset: int = typer.Option(DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET} up to the newest the installed onnx knows)."),
     precision: Optional[str] = typer.Option(None, help=f"{_one_of(PRECISIONS)} (default {DEFAULT_PRECISION}; "
                                                        "Core ML: fp16)."),
@@ -73,6 +76,9 @@ def export_cmd(
     compress: Optional[str] = typer.Option(None, help=f"Core ML: {_one_of(COREML_COMPRESSIONS)}."),
     deployment_target: str = typer.Option(DEFAULT_DEPLOYMENT_TARGET, help=f"Core ML: {_one_of(DEPLOYMENT_TARGETS)}."),
     compute_units: str = typer.Option(DEFAULT_COMPUTE_UNITS, help=f"Core ML: {_one_of(COMPUTE_UNITS)}."),
+    target: str = typer.Option(DEFAULT_EXPORT_TARGET, help="ONNX / ORT: where it runs, for the graph and .ort style ("
+                               + "; ".join(f"{t.name}: {t.description}" for t in EXPORT_TARGETS.values())
+                               + "); mobile targets: batch 1."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
@@ -82,12 +88,12 @@ def export_cmd(
         raise UserError(BATCH_REFUSAL.format(batch="dynamic"))
     opts = ExportOptions(
         model_id=model_id, weights=weights, random_init=random_init, output=output, image_size=parse_size(image_size),
-        batch=parse_batch(batch or "dynamic"), opset=opset,
+        batch=None if batch is None else (parse_batch(batch) or "dynamic"), opset=opset,
         precision=precision or ("fp16" if format == "coreml" else DEFAULT_PRECISION),
         calibration=calibration, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
         seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, compress=compress, deployment_target=deployment_target,
-        compute_units=compute_units)
+        compute_units=compute_units, target=target)
     status = err_console.status("starting")
     with status:
         try:
@@ -103,7 +109,8 @@ def export_cmd(
     if as_json:
         console.print_json(json.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
-                                       "validation": result.report.to_dict(), "warnings": result.warnings}))
+                                       "validation": result.report.to_dict(), "warnings": result.warnings,
+                                       "readiness": _readiness(result)}))
         return
     console.print(report_table(result.report))
     summary = Table.grid(padding=(0, 2))
@@ -115,12 +122,24 @@ def export_cmd(
     summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
                             f"{result.meta.precision}")
     console.print(summary)
+    if result.meta.format != "coreml":
+        for table in readiness_tables(_readiness(result)):
+            console.print(table)
     if result.meta.format == "coreml":
         say("next: drag the .mlpackage into Xcode (see README, 'Core ML on iPhone'); "
             "`mvit2deploy predict --model` runs it on macOS 12+ only")
     else:
         console.print(Text.assemble("next: ", (f"mvit2deploy predict IMAGE --model {result.path}", "bold")),
                       highlight=False, soft_wrap=True)
+
+
+def _readiness(result) -> dict:
+    """The stored readiness report; for an .ort, with what the .ort file itself shows (style, operators)."""
+    if result.meta.format != "ort":
+        return {**result.meta.readiness, "file_bytes": result.size_bytes}
+    from ..export.onnx.readiness import ort_facts
+
+    return {**result.meta.readiness, **ort_facts(result.path)}
 
 
 def register(app: typer.Typer) -> None:

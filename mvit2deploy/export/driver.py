@@ -18,7 +18,8 @@ from ..errors import UserError
 from ..fs import atomic_move, size_bytes
 from ..models import load_model
 from .job import Job, Step
-from .options import ExportOptions, ExportResult, check_options, check_output, default_output, input_size
+from .options import (ExportOptions, ExportResult, apply_target, check_options, check_output, default_output,
+                      input_size)
 
 
 class ValidationFailed(UserError):
@@ -36,6 +37,7 @@ def pipeline_of(fmt: str):
 
 def export(opts: ExportOptions, step: Step = lambda s: None) -> ExportResult:
     """Run the whole export; `step(name)` is called as each stage starts (for progress displays)."""
+    opts = apply_target(opts)
     check_options(opts)
     size = input_size(opts)
     out_path = Path(opts.output) if opts.output else default_output(opts, size)

@@ -2,16 +2,18 @@
 work: the options (once), and the output path. No heavy imports: the CLI builds these at start-up."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from ..artifact import ArtifactMeta
 from ..errors import UserError
 from ..fs import check_writable
 from ..models import get_entry
-from ..spec import (DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_OPSET, DEFAULT_PRECISION, FORMATS,
-                    IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS, check_size)
+from ..spec import (DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_OPSET,
+                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS,
+                    SCORE_THRESHOLD, SEG_OUTPUTS, check_size)
 
 DEFAULT_DIR = Path("exports")
 DEFAULT_FORMAT = "onnx"
@@ -30,7 +32,7 @@ class ExportOptions:
     random_init: bool = False  # random weights when no official checkpoint is cached or can be pulled
     output: Optional[Path] = None  # None: default_output()
     image_size: Optional[Tuple[int, int]] = None  # H, W; default: the zoo's evaluation size
-    batch: Optional[int] = None  # None: dynamic
+    batch: Union[int, str, None] = None  # None: the target's default (cpu: dynamic, android/ios: 1); "dynamic" or N
     opset: int = DEFAULT_OPSET
     precision: str = DEFAULT_PRECISION
     calibration: Optional[Path] = None
@@ -47,6 +49,7 @@ class ExportOptions:
     compress: Optional[str] = None
     deployment_target: str = DEFAULT_DEPLOYMENT_TARGET
     compute_units: str = DEFAULT_COMPUTE_UNITS
+    target: str = DEFAULT_EXPORT_TARGET  # spec.EXPORT_TARGETS: the graph and .ort style for where it runs
 
 
 @dataclass
@@ -58,6 +61,32 @@ class ExportResult:
     seconds: float
     extra_files: List[Path] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+
+
+IOS_INT8_REFUSAL = ("--target ios --precision int8: ONNX Runtime's Core ML provider takes no QuantizeLinear/"
+                    "DequantizeLinear nodes (its checker tables), so a QDQ model would run mostly on the CPU; use "
+                    "--precision fp32 or fp16 for --target ios, or --format coreml --compress int8 for Core ML itself")
+
+
+def apply_target(opts: ExportOptions) -> ExportOptions:
+    """The options with the target's defaults filled in: mobile targets get batch 1 unless a batch is given
+    ('dynamic' is allowed, and warned about by the export); `batch` comes back as None (dynamic) or N."""
+    if opts.target not in EXPORT_TARGETS:
+        raise UserError(f"unsupported target {opts.target!r} (choose from {', '.join(EXPORT_TARGETS)})")
+    target = EXPORT_TARGETS[opts.target]
+    if target.mobile and opts.format == "coreml":
+        raise UserError(f"--target {target.name} shapes an ONNX / .ort file for ONNX Runtime Mobile; "
+                        "--format coreml converts for Core ML itself (leave --target out)")
+    if target.name == "ios" and opts.precision == "int8":
+        raise UserError(IOS_INT8_REFUSAL)
+    batch = opts.batch
+    if isinstance(batch, str):
+        if batch != "dynamic":
+            raise UserError(f"--batch {batch!r}: expected 'dynamic' or a positive integer")
+        batch = None
+    elif batch is None and target.mobile:
+        batch = 1
+    return dataclasses.replace(opts, batch=batch)
 
 
 def check_options(opts: ExportOptions) -> None:
@@ -95,6 +124,7 @@ def input_size(opts: ExportOptions) -> Tuple[int, int]:
 def default_output(opts: ExportOptions, size: Tuple[int, int]) -> Path:
     entry = get_entry(opts.model_id)
     tag = "" if size == (entry.input_size, entry.input_size) else f"-{size[0]}x{size[1]}"
+    tag += "" if opts.target == DEFAULT_EXPORT_TARGET else f"-{opts.target}"
     return DEFAULT_DIR / f"{opts.model_id}{tag}-{opts.precision}{FORMATS[opts.format].suffix}"
 
 

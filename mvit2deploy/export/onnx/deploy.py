@@ -93,10 +93,12 @@ class TokenLayer(nn.Module):
 class TokenBlock(nn.Module):
     """MobileViTBlockV2: local conv -> channels-last tokens -> TokenLayers -> norm -> conv_proj."""
 
+    layer_type = TokenLayer  # a subclass may lower the layers differently (export/onnx/targets.py)
+
     def __init__(self, block: MobileViTBlockV2):
         super().__init__()
         self.local_rep, self.conv_proj = block.local_rep, block.conv_proj
-        self.layers = nn.ModuleList(TokenLayer(layer) for layer in block.global_rep[:-1])
+        self.layers = nn.ModuleList(self.layer_type(layer) for layer in block.global_rep[:-1])
         norm = block.global_rep[-1]
         self.eps = norm.eps
         _fold_affine(norm, [self.conv_proj.block.conv])  # 1x1 conv, then its BatchNorm
@@ -112,15 +114,19 @@ class TokenBlock(nn.Module):
         t = y.permute(0, 2, 3, 1).reshape(-1, d)
         for layer in self.layers:
             t = layer(t, b, h, w, positions)
-        y = whole_norm(t, b, self.eps).reshape(b, h, w, d).permute(0, 3, 1, 2)
+        y = self.norm(t, b).reshape(b, h, w, d).permute(0, 3, 1, 2)
         return self.conv_proj(y)
 
+    def norm(self, t: torch.Tensor, b: int) -> torch.Tensor:
+        """The block's closing GroupNorm(1) (a subclass may lower it differently)."""
+        return whole_norm(t, b, self.eps)
 
-def deploy_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every MobileViTBlockV2 replaced by its TokenBlock."""
+
+def deploy_copy(model: nn.Module, block_type: type = TokenBlock) -> nn.Module:
+    """A copy of `model` with every MobileViTBlockV2 replaced by its TokenBlock (or `block_type`)."""
     model = copy.deepcopy(model).eval()
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, MobileViTBlockV2):
-                setattr(parent, name, TokenBlock(child))
+                setattr(parent, name, block_type(child))
     return model

@@ -67,13 +67,17 @@ def append_nms(model: onnx.ModelProto, num_anchors: int, num_classes: int, score
     ]
     nodes.insert(9, n("Shape", ["cand"], [n_shape]))
     g.node.extend(nodes)
-    batch = outs["boxes"].type.tensor_type.shape.dim[0]
-    bdim = batch.dim_param or batch.dim_value
+    declare_outputs(g, outs["boxes"], m)
+    return model
 
+
+def declare_outputs(g: onnx.GraphProto, raw_boxes: onnx.ValueInfoProto, m: int) -> None:
+    """The NMS stage's four outputs (the contract), with the batch dimension of the raw boxes."""
+    batch = raw_boxes.type.tensor_type.shape.dim[0]
+    bdim = batch.dim_param or batch.dim_value
     g.output.extend([
         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [bdim, m, 4]),
         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [bdim, m]),
         helper.make_tensor_value_info("labels", TensorProto.INT64, [bdim, m]),
         helper.make_tensor_value_info("num_detections", TensorProto.INT64, [bdim]),
     ])
-    return model

@@ -10,15 +10,17 @@ import torch
 
 from ...errors import UserError
 from ...models.graphs import task_graph
-from ...spec import DEFAULT_OPSET, MIN_OPSET
+from ...spec import DEFAULT_OPSET, EXPORT_TARGETS, MIN_OPSET
 from ..job import Built, Job, build_meta
 from ..options import ExportOptions, ort_config_path
 from ..validate import image_batch, sample_crops, validate
-from .deploy import deploy_copy
 from .fuse import merge_pointwise_chains
 from .nms import append_nms
+from .nms_mobile import append_nms_mobile
 from .optimize import check, simplify
 from .precision import to_fp16, to_int8
+from .readiness import readiness
+from .targets import check_standard_ops, dynamic_batch_warning, fill_resize_inputs, target_copy
 from .to_onnx import export_graph, max_opset
 
 CHECKS, KEPT = "validation against PyTorch", "artifact"  # for the driver's refusal of a failed artifact
@@ -34,15 +36,21 @@ def plan(opts: ExportOptions, out_path: Path) -> None:
 def build(job: Job) -> Built:
     opts, model, size = job.opts, job.model, job.size
     graph = task_graph(model, opts.seg_output)  # the reference every export is validated against
+    target = EXPORT_TARGETS[opts.target]
     proto, outputs = _trace(job, graph)
-    notes: List[str] = []
+    notes: List[str] = [dynamic_batch_warning(target)] if target.mobile and opts.batch is None else []
     if opts.simplify:
         job.step("simplify")
         proto, warning = simplify(proto)
         if warning:
             notes.append(warning)
         merge_pointwise_chains(proto)  # after onnxsim, which folds each BatchNorm into its conv
+    if target.mobile:
+        fill_resize_inputs(proto)
     meta = build_meta(opts, size, job.weights, outputs)
+    meta.options["target"] = opts.target
+    if opts.format == "ort":
+        meta.options["ort_style"] = target.ort_style
     if opts.precision == "fp16":
         job.step("fp16")
         proto = to_fp16(proto)
@@ -52,35 +60,41 @@ def build(job: Job) -> Built:
         proto, method = to_int8(proto, list(batches))
         notes.append(f"int8 ranges: {method}; calibrated on {source}")
     check(proto)
+    if target.mobile:
+        check_standard_ops(proto)
     path = job.work_dir / "model.onnx"
     job.step("validate")
     _save(proto, meta, path)
     report = validate(path, meta, graph, opts.batch)
     meta.validation = report.to_dict()
-    _save(proto, meta, path)  # again, now with the validation summary embedded
+    job.step("readiness")
+    meta.readiness = readiness(path, opts.target)
+    _save(proto, meta, path)  # again, now with the validation summary and readiness report embedded
     extra = []
     if opts.format == "ort" and (report.passed or opts.keep_failed):
         job.step("ort")
         from .ort_format import convert_to_ort
 
-        path, config = convert_to_ort(path, job.work_dir / "ort", job.out_path.name)
+        path, config = convert_to_ort(path, job.work_dir / "ort", job.out_path.name, target.ort_style)
         report = validate(path, meta, graph, opts.batch)  # the .ort itself must pass too
         extra.append((config, ort_config_path(job.out_path)))
     return Built(path, meta, report, notes, extra)
 
 
 def _trace(job: Job, graph: torch.nn.Module) -> Tuple[onnx.ModelProto, List[str]]:
-    """The deploy rewrite of the model, traced to ONNX; detection gets its NMS stage appended."""
+    """The target's deploy rewrite of the model, traced to ONNX; detection gets its NMS stage appended."""
     opts, entry = job.opts, job.model.zoo_entry
+    target = EXPORT_TARGETS[opts.target]
     job.step("trace")
-    proto = export_graph(task_graph(deploy_copy(job.model), opts.seg_output), job.size, opts.batch, opts.opset,
-                         graph.output_names)
+    proto = export_graph(task_graph(target_copy(target, job.model), opts.seg_output), job.size, opts.batch,
+                         opts.opset, graph.output_names)
     if entry.task != "detection" or not opts.nms:
         return proto, list(graph.output_names)
     with torch.no_grad():
         n_anchors = graph(torch.zeros(1, 3, *job.size))[0].shape[1]
-    proto = append_nms(proto, n_anchors, entry.num_classes, opts.score_threshold, opts.iou_threshold,
-                       opts.max_detections)
+    append = append_nms_mobile if target.mobile else append_nms
+    proto = append(proto, n_anchors, entry.num_classes, opts.score_threshold, opts.iou_threshold,
+                   opts.max_detections)
     return proto, ["boxes", "scores", "labels", "num_detections"]
 
 
