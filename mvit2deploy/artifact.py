@@ -124,7 +124,7 @@ def read_ort_meta(path: str | Path) -> ArtifactMeta:
 
 
 def read_meta(path: str | Path) -> ArtifactMeta:
-    """Metadata of any artifact: .onnx, .ort, .mlpackage."""
+    """Metadata of any artifact: .onnx, .ort, .xml (OpenVINO IR), .mlpackage."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file not found: {path}")
@@ -136,4 +136,8 @@ def read_meta(path: str | Path) -> ArtifactMeta:
         from .export.coreml import read_coreml_meta
 
         return read_coreml_meta(path)
-    raise UserError(f"{path}: unsupported artifact type {path.suffix!r} (expected .onnx, .ort or .mlpackage)")
+    if path.suffix == ".xml":  # OpenVINO IR: the metadata is in its rt_info
+        from .runtime.openvino import read_ir_meta
+
+        return read_ir_meta(path)
+    raise UserError(f"{path}: unsupported artifact type {path.suffix!r} (expected .onnx, .ort, .xml or .mlpackage)")

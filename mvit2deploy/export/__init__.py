@@ -18,9 +18,9 @@ from ..errors import UserError
 from ..models import get_entry, load_model
 from ..paths import check_writable
 
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMATS = ("onnx", "ort", "coreml")
-SUFFIX = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage"}
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")  # bf16: OpenVINO only (its inference precision)
+FORMATS = ("onnx", "ort", "coreml", "openvino")
+SUFFIX = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage", "openvino": ".xml"}
 DEFAULT_DIR = Path("exports")
 MIN_SIZE, MAX_SIZE = 32, 2048  # --image-size bounds, per side
 
@@ -135,6 +135,10 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"--no-nms applies to detection models; {opts.model_id} is a {entry.task} model")
     if opts.calibration is not None and opts.precision != "int8":
         raise UserError("--calibration only applies to --precision int8")
+    if opts.format == "openvino" or opts.precision == "bf16":
+        from .openvino import check_openvino_options
+
+        check_openvino_options(opts)
     if opts.format == "coreml":
         from .coreml import plan
 
@@ -171,7 +175,8 @@ def check_output(out_path: Path, opts: ExportOptions) -> None:
         other = next((f for f, s in SUFFIX.items() if s == out_path.suffix), None)
         hint = f" (for a {out_path.suffix} file use --format {other})" if other else ""
         raise UserError(f"--output {out_path}: --format {opts.format} writes a {suffix} file{hint}")
-    for path in [out_path, *([ort_config_path(out_path)] if opts.format == "ort" else [])]:
+    extra = {"ort": [ort_config_path(out_path)], "openvino": [out_path.with_suffix(".bin")]}.get(opts.format, [])
+    for path in [out_path, *extra]:
         check_writable(path, "--output", opts.force, folder_ok=opts.format == "coreml")
 
 
@@ -215,6 +220,10 @@ def export(opts: ExportOptions, step: Callable[[str], None] = lambda s: None) ->
         from .coreml import export_coreml
 
         return export_coreml(opts, model, size, weights, out_path, step, t0)
+    if opts.format == "openvino":
+        from .openvino import export_openvino
+
+        return export_openvino(opts, model, size, weights, out_path, step, t0)
     from .onnx_pipeline import export_onnx_artifact
 
     return export_onnx_artifact(opts, model, size, weights, out_path, step, t0)

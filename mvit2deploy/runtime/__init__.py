@@ -14,7 +14,7 @@ import numpy as np
 from ..artifact import ArtifactMeta
 from ..errors import UserError
 
-RUNTIMES = ("onnxruntime", "ort-mobile", "torch", "coreml")
+RUNTIMES = ("onnxruntime", "ort-mobile", "openvino", "torch", "coreml")
 
 
 class Session(Protocol):
@@ -31,18 +31,25 @@ def default_runtime(model: str) -> str:
         return "coreml"
     if suffix in (".onnx", ".ort"):
         return "onnxruntime"
+    if suffix == ".xml":
+        return "openvino"
     return "torch"
 
 
 def open_session(model: str | Path, runtime: Optional[str] = None, threads: Optional[int] = None,
                  spinning: bool = True, **torch_options) -> Session:
-    """model: an .onnx/.ort/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`.
+    """model: an .onnx/.ort/.xml/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`.
     spinning=False lets ONNX Runtime's idle threads sleep (for pipelines that need CPU beside inference)."""
     runtime = runtime or default_runtime(str(model))
     if runtime in ("onnxruntime", "ort-mobile"):
         from .onnxruntime import OrtSession
 
         return OrtSession(Path(model), threads=threads, mobile=runtime == "ort-mobile", spinning=spinning)
+    if runtime == "openvino":  # options: device ("CPU", "GPU", "NPU"), precision ("fp32", "bf16"; default: the artifact's)
+        from .openvino import OpenVINOSession
+
+        return OpenVINOSession(Path(model), threads=threads, device=torch_options.get("device") or "CPU",
+                               precision=torch_options.get("precision"))
     if runtime == "torch":
         from .torch_ref import TorchSession
 
