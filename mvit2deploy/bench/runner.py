@@ -19,12 +19,13 @@ import numpy as np
 from ..errors import UserError
 from ..paths import user_cache_dir
 from . import stats
+from .openvino import not_runnable, open_openvino, skip_reason
 
-RUNTIMES = ("torch", "onnxruntime", "ort-mobile", "coreml")
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMAT = {"onnxruntime": "onnx", "ort-mobile": "ort", "coreml": "coreml"}
-SUFFIX = {"onnx": ".onnx", "ort": ".ort", "coreml": ".mlpackage"}
-ARTIFACT_SUFFIXES = (".onnx", ".ort", ".mlpackage", ".mlmodel")
+RUNTIMES = ("torch", "onnxruntime", "ort-mobile", "openvino", "coreml")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+FORMAT = {"onnxruntime": "onnx", "ort-mobile": "ort", "openvino": "openvino", "coreml": "coreml"}
+SUFFIX = {"onnx": ".onnx", "ort": ".ort", "openvino": ".xml", "coreml": ".mlpackage"}
+ARTIFACT_SUFFIXES = (".onnx", ".ort", ".xml", ".mlpackage", ".mlmodel")
 AGREEMENT_METRIC = {"classification": "top1_agree", "segmentation": "pixel_agree", "detection": "det_matched"}
 MEASURED, NOT_RUNNABLE, FAILED = "measured", "not_runnable", "failed"
 MARK = {MEASURED: "✅", NOT_RUNNABLE: "❎", FAILED: "❌"}
@@ -53,6 +54,7 @@ class BenchSettings:
     max_warmup_s: float = 20.0  # cap on the settling phase, seconds
     rounds: int = 5  # the configurations of one size and batch take turns, each round a share of the runs (1: in a row)
     round_pause_s: float = 0.3  # before each turn: idle threads of the previous runtime stop spinning
+    device: str = "CPU"  # OpenVINO device
 
 
 @dataclass
@@ -156,7 +158,7 @@ def is_artifact(model: str) -> bool:
 
 def artifact_runtimes(path: Path) -> Tuple[str, ...]:
     """Runtimes that can run a file, the default first."""
-    return {".onnx": ("onnxruntime",), ".ort": ("ort-mobile", "onnxruntime"),
+    return {".onnx": ("onnxruntime", "openvino"), ".ort": ("ort-mobile", "onnxruntime"), ".xml": ("openvino",),
             ".mlpackage": ("coreml",), ".mlmodel": ("coreml",)}.get(path.suffix, ())
 
 
@@ -224,6 +226,11 @@ def plan(models: Sequence[str], runtimes: Optional[Sequence[str]], precisions: O
             for b in batches:
                 for r in [r for r in RUNTIMES if r in (runtimes or ("torch", "onnxruntime"))]:
                     for p in [p for p in PRECISIONS if p in (precisions or ("fp32",))]:
+                        reason = skip_reason(r, p)
+                        if reason:
+                            skipped.append({"model": model, "runtime": r, "precision": p,
+                                            "image_size": f"{size[0]}x{size[1]}", "batch": str(b), "reason": reason})
+                            continue
                         if r == "torch" and p != "fp32":
                             skipped.append({"model": model, "runtime": r, "precision": p,
                                             "image_size": f"{size[0]}x{size[1]}", "batch": str(b),
@@ -337,6 +344,8 @@ def _export(cfg: Config, w: _Weights, settings: BenchSettings, progress: Callabl
 
 
 def artifact_mb(path: Path) -> float:
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():  # an OpenVINO IR is the pair
+        return (path.stat().st_size + path.with_suffix(".bin").stat().st_size) / 1e6
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
     return path.stat().st_size / 1e6
@@ -465,6 +474,8 @@ def _open(cfg: Config, prepared: _Prepared, w: Optional[_Weights], settings: Ben
             elif prepared.path is None:
                 refusal += "; not exported (--no-coreml-export)"
             return _done(row, NOT_RUNNABLE, refusal), None, None
+    if cfg.runtime == "openvino" and not_runnable(cfg.precision, settings.device):
+        return _done(row, NOT_RUNNABLE, not_runnable(cfg.precision, settings.device)), None, None
     if prepared.error:
         return _done(row, FAILED, prepared.error), None, None
     try:
@@ -479,8 +490,10 @@ def _open(cfg: Config, prepared: _Prepared, w: Optional[_Weights], settings: Ben
             row.parity_metric = AGREEMENT_METRIC.get(cfg.task)
             row.parity_source = "reference (PyTorch itself)"
             return row, sess.run, sess
-        if cfg.runtime in ("onnxruntime", "ort-mobile"):
-            fn, row.session_ms, fixed, sess = _ort_session(prepared.path, cfg.runtime, settings.threads)
+        if cfg.runtime in ("onnxruntime", "ort-mobile", "openvino"):
+            fn, row.session_ms, fixed, sess = (open_openvino(prepared.path, settings.threads, settings.device)
+                                               if cfg.runtime == "openvino" else
+                                               _ort_session(prepared.path, cfg.runtime, settings.threads))
             if fixed is not None and fixed != cfg.batch:
                 return _done(row, FAILED, f"the artifact has a fixed batch of {fixed}"), None, None
             return row, fn, sess

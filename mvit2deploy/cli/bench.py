@@ -79,12 +79,12 @@ def _batches(value: str) -> List[int]:
 def run(
     models: List[str] = typer.Argument(..., metavar="MODEL_ID|ARTIFACT",
                                        help="Zoo ids (exported on the fly into the cache) or .onnx/.ort/"
-                                            ".mlpackage files."),
+                                            ".xml/.mlpackage files."),
     runtime: Optional[str] = typer.Option(None, "--runtime",
-                                          help="Comma-separated: torch, onnxruntime, ort-mobile, coreml. Default: "
+                                          help="Comma-separated: torch, onnxruntime, ort-mobile, openvino, coreml. Default: "
                                                "torch,onnxruntime for ids; from the suffix for files."),
     precision: Optional[str] = typer.Option(None, "--precision",
-                                            help="Comma-separated: fp32, fp16, int8 (model ids only; default fp32)."),
+                                            help="Comma-separated: fp32, fp16, int8, bf16 (OpenVINO) (model ids only; default fp32)."),
     image_size: Optional[str] = typer.Option(None, "--image-size",
                                              help="Comma-separated N or HxW, e.g. 256,384,512 (model ids only; "
                                                   "default: the model's evaluation size)."),
@@ -106,6 +106,7 @@ def run(
                                            help="Checkpoint for the model ids (default: cached official, "
                                                 "else random)."),
     compute_units: str = typer.Option("all", "--compute-units", help="Core ML (macOS): all, cpu or cpu_and_ne."),
+    device: str = typer.Option("CPU", "--device", help="OpenVINO rows: CPU, GPU or NPU (❎ where not available)."),
     coreml_export: bool = typer.Option(True, "--coreml-export/--no-coreml-export",
                                        help="Off macOS: still export Core ML rows (artifact size) or skip that."),
     keep_failed: bool = typer.Option(False, "--keep-failed",
@@ -122,7 +123,8 @@ def run(
 
     settings = BenchSettings(threads=threads, warmup=warmup, runs=runs, min_time=min_time, rounds=rounds,
                              cache_dir=cache_dir or default_cache_dir(), weights=weights,
-                             compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed)
+                             compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed,
+                             device=device.upper())
     if compute_units not in ("all", "cpu", "cpu_and_ne", "cpu_and_gpu"):
         raise UserError(f"--compute-units {compute_units!r}: choose all, cpu, cpu_and_ne or cpu_and_gpu")
     _check_outputs({"--json": json_file, "--csv": csv_file, "--markdown": markdown, "--plot": plot}, force)

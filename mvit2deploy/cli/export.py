@@ -14,7 +14,7 @@ from ._common import console, err_console, parse_size, run_guarded
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
-         "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
+         "ort": "converting to ORT format", "openvino": "converting to OpenVINO IR", "convert": "converting to Core ML", "check": "checking the Core ML spec",
          "write": "writing"}
 
 
@@ -46,9 +46,9 @@ def export_cmd(
     image_size: Optional[str] = typer.Option(None, help="N or HxW (default: the model's evaluation size)."),
     batch: Optional[str] = typer.Option(None, help="'dynamic' (the default; Core ML: 1) or a fixed batch size."),
     opset: int = typer.Option(18, help="ONNX opset (17 up to the newest the installed onnx knows)."),
-    precision: Optional[str] = typer.Option(None, help="fp32, fp16 or int8 (default fp32; Core ML: fp16)."),
+    precision: Optional[str] = typer.Option(None, help="fp32, fp16, int8 or bf16 (OpenVINO) (default fp32; Core ML: fp16)."),
     calibration: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration."),
-    format: str = typer.Option("onnx", "--format", help="onnx, ort or coreml."),
+    format: str = typer.Option("onnx", "--format", help="onnx, ort, coreml or openvino (IR .xml + .bin)."),
     no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Keep the artifact even if validation fails."),
@@ -62,7 +62,7 @@ def export_cmd(
     compute_units: str = typer.Option("all", help="Core ML: all, cpu, cpu_and_gpu or cpu_and_ne."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
+    """Export a model to a validated ONNX, ORT, OpenVINO or Core ML artifact with its metadata embedded."""
     if format == "coreml" and batch is not None and batch.lower() == "dynamic":  # asked for, not the default
         from ..export.coreml import BATCH_REFUSAL
 

@@ -188,7 +188,8 @@ def _resolve_model(model: Optional[str], runtime: Optional[str], weights: Option
     if model is None:
         if runtime == "torch":
             raise UserError("--runtime torch needs --model ZOO_ID (e.g. --model mobilevitv2-0.5 --weights FILE)")
-        latest = latest_export(DEFAULT_DIR, (".mlpackage",) if runtime == "coreml" else (".onnx", ".ort"))
+        latest = latest_export(DEFAULT_DIR, {"coreml": (".mlpackage",), "openvino": (".onnx", ".xml")}.get(
+            runtime, (".onnx", ".ort")))
         if latest is None:
             raise UserError(f"no --model given and no export in {DEFAULT_DIR}/: create one with `{EXAMPLE_EXPORT}` "
                             "(random weights; `mvit2deploy weights pull mobilevitv2-0.5` first for real "
@@ -212,6 +213,8 @@ def _resolve_model(model: Optional[str], runtime: Optional[str], weights: Option
         if runtime in ("onnxruntime", "ort-mobile") and suffix not in (".onnx", ".ort"):
             raise UserError(f"--runtime {runtime} needs an .onnx or .ort artifact, got {model!r} "
                             "(a zoo id runs with --runtime torch)")
+        if runtime == "openvino" and suffix not in (".onnx", ".xml"):
+            raise UserError(f"--runtime openvino needs an .onnx or OpenVINO .xml artifact, got {model!r}")
         if runtime == "coreml" and suffix not in (".mlpackage", ".mlmodel"):
             raise UserError(f"--runtime coreml needs an .mlpackage, got {model!r}")
     return model, runtime
@@ -221,14 +224,16 @@ def _resolve_model(model: Optional[str], runtime: Optional[str], weights: Option
 def predict_cmd(
     inputs: List[str] = typer.Argument(..., metavar="INPUT", help="Image files, folders or glob patterns "
                                        "(quote globs to let predict expand them)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="An .onnx/.ort/.mlpackage export, or a zoo id "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="An .onnx/.ort/.xml/.mlpackage export, or a zoo id "
                                         "with --runtime torch (default: the newest export in exports/)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="torch runtime: checkpoint file (default: the "
                                            "cached official weights)."),
     random_init: bool = typer.Option(False, "--random-init", help="torch runtime: random weights."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="onnxruntime, ort-mobile, torch or coreml "
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="onnxruntime, ort-mobile, openvino, torch or coreml "
                                           "(default: from the model)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads (default: the runtime's)."),
+    device: Optional[str] = typer.Option(None, "--device", help="openvino runtime: CPU (default), GPU or NPU "
+                                         "(where OpenVINO reports them)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decode / pre-process threads (default: "
                                           "min(4, CPUs))."),
     batch: int = typer.Option(1, "--batch", help="Images per inference call (a fixed-batch export uses its own)."),
@@ -260,6 +265,10 @@ def predict_cmd(
     _check_json(json_out, force)
     model, runtime = _resolve_model(model, runtime, weights, random_init)
     torch_options = {}
+    if device is not None and runtime != "openvino":
+        raise UserError("--device applies to --runtime openvino")
+    if runtime == "openvino":
+        torch_options = {"device": device or "CPU"}
     if runtime == "torch":
         torch_options = {"weights": None if random_init else (weights if weights is not None else "official")}
         if size:
