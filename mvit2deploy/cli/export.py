@@ -19,8 +19,8 @@ from ._common import parse_size, run_guarded
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
-         "ort": "converting to ORT format", "convert": "converting to Core ML", "check": "checking the Core ML spec",
-         "write": "writing"}
+         "ort": "converting to ORT format", "openvino": "converting to OpenVINO IR", "convert": "converting to Core ML",
+         "check": "checking the Core ML spec", "write": "writing"}
 
 
 def _one_of(choices) -> str:
