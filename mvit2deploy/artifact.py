@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import io
 import json
 import logging
@@ -128,6 +129,43 @@ def read_ort_meta(path: str | Path) -> ArtifactMeta:
     return ArtifactMeta.from_props(sess.get_modelmeta().custom_metadata_map, where=str(path))
 
 
+@functools.lru_cache(maxsize=1)
+def openvino_core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def one_line(exc: BaseException) -> str:
+    """OpenVINO's multi-line exception text -> its first useful line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    useful = [ln for ln in lines if not ln.startswith("Check ")] or lines
+    return (useful[0] if useful else type(exc).__name__)[:200]
+
+
+def read_openvino_model(path: str | Path):
+    """An ov.Model from .onnx or .xml; an IR's .bin must exist beside it (OpenVINO checks its size)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    if path.suffix not in (".onnx", ".xml"):
+        raise UserError(f"{path}: OpenVINO runs .onnx or .xml (IR) artifacts, not {path.suffix!r}")
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise UserError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing "
+                        "(an OpenVINO IR is the .xml and the .bin together)")
+    try:
+        return openvino_core().read_model(str(path))
+    except Exception as exc:  # truncated .bin, malformed XML or ONNX
+        raise UserError(f"{path}: OpenVINO cannot read it ({one_line(exc)})") from None
+
+
+def read_ir_meta(path: str | Path, model=None) -> ArtifactMeta:
+    """The mvit2deploy.* metadata stored in an IR's rt_info (the same keys as ONNX metadata_props)."""
+    model = model if model is not None else read_openvino_model(path)
+    props = {k: model.get_rt_info(k).astype(str) for k in model.get_rt_info().keys() if k.startswith(PREFIX)}
+    return ArtifactMeta.from_props(props, where=str(path))
+
+
 @contextlib.contextmanager
 def quiet():
     """Silence coremltools' import-time proxy warnings, progress bars and converter chatter."""
@@ -173,7 +211,7 @@ def unique_labels(labels: List[str]) -> List[str]:
 
 
 def read_meta(path: str | Path) -> ArtifactMeta:
-    """Metadata of any artifact: .onnx, .ort, .mlpackage."""
+    """Metadata of any artifact: .onnx, .ort, .xml (OpenVINO IR), .mlpackage."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file not found: {path}")
@@ -183,4 +221,6 @@ def read_meta(path: str | Path) -> ArtifactMeta:
         return read_ort_meta(path)
     if path.suffix in (".mlpackage", ".mlmodel"):
         return read_coreml_meta(path)
-    raise UserError(f"{path}: unsupported artifact type {path.suffix!r} (expected .onnx, .ort or .mlpackage)")
+    if path.suffix == ".xml":  # OpenVINO IR: the metadata is in its rt_info
+        return read_ir_meta(path)
+    raise UserError(f"{path}: unsupported artifact type {path.suffix!r} (expected .onnx, .ort, .xml or .mlpackage)")

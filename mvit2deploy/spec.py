@@ -19,11 +19,13 @@ class Format:
     suffix: str  # what export writes
     reads: Tuple[str, ...]  # suffixes of files that are artifacts of this format
     is_folder: bool = False  # an .mlpackage is a directory
+    companions: Tuple[str, ...] = ()  # suffixes of the files beside it that are part of it (an IR's weights)
 
 
 FORMATS: Dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", (".onnx",)),
     Format("ort", ".ort", (".ort",)),
+    Format("openvino", ".xml", (".xml",), companions=(".bin",)),
     Format("coreml", ".mlpackage", (".mlpackage", ".mlmodel"), is_folder=True),
 )}
 ARTIFACT_SUFFIXES = tuple(s for f in FORMATS.values() for s in f.reads)
@@ -37,6 +39,12 @@ def format_of(suffix: str) -> Optional[str]:
     return next((f.name for f in FORMATS.values() if suffix.lower() in f.reads), None)
 
 
+def artifact_files(path: Path) -> Tuple[Path, ...]:
+    """The artifact and the files beside it that belong to it (an OpenVINO IR is the .xml and its .bin)."""
+    fmt = format_of(path.suffix)
+    return (path, *(path.with_suffix(s) for s in (FORMATS[fmt].companions if fmt else ())))
+
+
 @dataclass(frozen=True)
 class Runtime:
     name: str
@@ -44,12 +52,15 @@ class Runtime:
     formats: Tuple[str, ...]  # artifact formats it runs; () = runs a zoo id (the PyTorch reference)
     precisions: Tuple[str, ...]  # precisions bench asks it for
     export_format: Optional[str]  # the format bench exports for it (None: runs the module itself)
+    devices: Tuple[str, ...] = ()  # what --device chooses from (() : the runtime has no --device)
 
 
 RUNTIMES: Dict[str, Runtime] = {r.name: r for r in (
     Runtime("torch", "torch_ref", (), ("fp32",), None),
     Runtime("onnxruntime", "onnxruntime", ("onnx", "ort"), ("fp32", "fp16", "int8"), "onnx"),
     Runtime("ort-mobile", "ort_mobile", ("ort",), ("fp32", "fp16", "int8"), "ort"),
+    Runtime("openvino", "openvino", ("onnx", "openvino"), ("fp32", "bf16", "int8"), "openvino",
+            devices=("CPU", "GPU", "NPU")),
     Runtime("coreml", "coreml", ("coreml",), ("fp32", "fp16", "int8"), "coreml"),
 )}
 REFERENCE_RUNTIME = "torch"
@@ -75,8 +86,14 @@ EXPORT_TARGETS: Dict[str, ExportTarget] = {t.name: t for t in (
 )}
 DEFAULT_EXPORT_TARGET = "cpu"
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")  # each runtime offers its own subset (Runtime.precisions)
 DEFAULT_PRECISION = "fp32"
+BF16_NOTE = "bf16 is an OpenVINO inference precision (ONNX Runtime's CPU kernels and torch eager rows run fp32)"
+
+
+def format_precisions(fmt: str) -> Tuple[str, ...]:
+    """The precisions an export to `fmt` offers: those of the runtimes it is exported for."""
+    return tuple(p for p in PRECISIONS if any(p in r.precisions for r in RUNTIMES.values() if r.export_format == fmt))
 
 # Core ML compute units: our option value -> coremltools' ComputeUnit member name
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU", "cpu_and_ne": "CPU_AND_NE"}

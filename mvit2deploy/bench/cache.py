@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .. import fs
 from ..errors import UserError
 from ..spec import FORMATS, RUNTIMES
-from .rows import BenchSettings, Config, reason_of
+from .rows import BenchSettings, Config, conditions, reason_of
 from .planning import artifact_meta
 
 VALIDATED_HERE = "export-time validation of this file"
@@ -149,6 +149,8 @@ def prepare_all(configs: List[Config], weights: Dict[str, Weights], settings: Be
         if key not in by_key:
             if cfg.runtime == "coreml" and not settings.coreml_export and unavailable(cfg.runtime):
                 by_key[key] = Prepared()  # --no-coreml-export where Core ML cannot run: no artifact size either
+            elif cfg.runtime != "coreml" and unavailable(cfg.runtime, **conditions(cfg, settings)):
+                by_key[key] = Prepared()  # e.g. bf16 without native bf16: its export could not be validated here
             else:
                 by_key[key] = cached_or_exported(cfg, weights[cfg.model], settings, progress)
         prepared.append(by_key[key])

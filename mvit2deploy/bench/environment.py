@@ -8,7 +8,9 @@ import subprocess
 from importlib import metadata
 from typing import Dict, Optional
 
-PACKAGES = ("torch", "onnxruntime", "onnx", "coremltools", "numpy")
+from ..cpu import cpu_features
+
+PACKAGES = ("torch", "onnxruntime", "openvino", "nncf", "onnx", "coremltools", "numpy")
 # threading variables that change what the numbers mean (OMP_WAIT_POLICY matters a lot on a busy machine)
 THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
@@ -63,6 +65,7 @@ def collect(threads: int, opset: Optional[int] = None) -> Dict[str, object]:
 
     return {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),  # vector / matrix units: what int8 and bf16 can use
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),

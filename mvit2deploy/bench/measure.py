@@ -10,11 +10,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import fs
-from ..spec import REFERENCE_RUNTIME, RUNTIMES
+from ..spec import REFERENCE_RUNTIME, RUNTIMES, artifact_files
 from . import stats
 from .cache import VALIDATED_INSIDE, Prepared, Weights
 from .parity import parity_columns, reference_columns
-from .rows import FAILED, NOT_RUNNABLE, BenchRow, BenchSettings, Config, reason_of
+from .rows import FAILED, NOT_RUNNABLE, BenchRow, BenchSettings, Config, conditions, reason_of
 from .timing import MIN_RUNS, take_turns, time_runs, warm_up
 
 
@@ -44,7 +44,7 @@ def new_row(cfg: Config, prepared: Prepared, w: Optional[Weights], settings: Ben
     if prepared.path is not None:
         row.artifact, row.artifact_source = str(prepared.path), prepared.source
         if prepared.path.exists():
-            row.artifact_mb = fs.size_bytes(prepared.path) / 1e6
+            row.artifact_mb = sum(fs.size_bytes(p) for p in artifact_files(prepared.path) if p.exists()) / 1e6
     parity = parity_columns(prepared.validation, cfg.task)
     if parity:
         for k, v in parity.items():
@@ -58,6 +58,8 @@ def _session_options(cfg: Config, w: Optional[Weights], settings: BenchSettings)
         return {"image_size": cfg.size, "weights": w.torch_weights if w else None}
     if cfg.runtime == "coreml":
         return {"compute_units": settings.compute_units}
+    if RUNTIMES[cfg.runtime].devices:
+        return {"device": settings.device}
     return {}
 
 
@@ -65,11 +67,11 @@ def open_config(cfg: Config, prepared: Prepared, w: Optional[Weights], settings:
     from ..runtime import open_session, unavailable
 
     row = new_row(cfg, prepared, w, settings)
-    refusal = unavailable(cfg.runtime)
+    refusal = unavailable(cfg.runtime, **conditions(cfg, settings))
     if refusal is not None:
         if prepared.error:
             refusal += f"; {prepared.error}"
-        elif prepared.path is None and RUNTIMES[cfg.runtime].export_format is not None:
+        elif prepared.path is None and cfg.runtime == "coreml":
             refusal += "; not exported (--no-coreml-export)"
         return Opened(row.decide(NOT_RUNNABLE, refusal))
     if prepared.error:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
-from ..spec import (ARTIFACT_SUFFIXES, DEFAULT_PRECISION, FORMATS, PRECISIONS, REFERENCE_RUNTIME, RUNTIMES,
+from ..spec import (ARTIFACT_SUFFIXES, BF16_NOTE, DEFAULT_PRECISION, FORMATS, PRECISIONS, REFERENCE_RUNTIME, RUNTIMES,
                     TORCH_PRECISION_NOTE, check_size, format_of)
 from .rows import Config
 
@@ -115,14 +115,16 @@ def _plan_model(model: str, runtimes, precisions, sizes, batches, configs: List[
                     if p not in r.precisions:  # torch eager: fp32 only
                         skipped.append({"model": model, "runtime": r.name, "precision": p,
                                         "image_size": f"{size[0]}x{size[1]}", "batch": str(b),
-                                        "reason": _precision_note(r)})
+                                        "reason": _precision_note(r, p)})
                         continue
                     configs.append(Config(model, r.name, p, tuple(size), b, task=entry.task))
 
 
-def _precision_note(runtime) -> str:
+def _precision_note(runtime, precision: str) -> str:
     if runtime.name == REFERENCE_RUNTIME:
         return TORCH_PRECISION_NOTE
+    if precision == "bf16":
+        return BF16_NOTE
     return f"{runtime.name} runs {', '.join(runtime.precisions)} only"
 
 

@@ -82,6 +82,8 @@ def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
     if s.get("rounds", 1) > 1:
         runs += f", interleaved in {s['rounds']} rounds per size and batch"
     return [("cpu", f"{e['cpu']} ({e['machine']}), {e['usable_cores']} usable of {e['logical_cores']} logical cores"),
+            ("cpu features", ", ".join(f"{k} {'yes' if ok else 'no'}"
+                                       for k, ok in (e.get("cpu_features") or {}).items()) or "-"),
             ("threads", f"{e['threads']} (inter-op 1)" + thread_env), ("os", str(e["os"])),
             ("python", str(e["python"])),
             ("versions", versions), ("opset", str(e.get("opset") or "-")),

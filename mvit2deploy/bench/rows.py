@@ -11,7 +11,9 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import UserError
 from ..paths import user_cache_dir
-from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, check_choice
+from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, RUNTIMES, check_choice
+
+DEVICES = tuple(dict.fromkeys(d for r in RUNTIMES.values() for d in r.devices))
 
 MEASURED, NOT_RUNNABLE, FAILED = "measured", "not_runnable", "failed"
 MARK = {MEASURED: "✅", NOT_RUNNABLE: "❎", FAILED: "❌"}
@@ -37,6 +39,7 @@ class BenchSettings:
     max_warmup_s: float = 20.0  # cap on the settling phase, seconds
     rounds: int = 5  # the configurations of one size and batch take turns, each round a share of the runs (1: in a row)
     round_pause_s: float = 0.3  # before each turn: idle threads of the previous runtime stop spinning
+    device: str = "CPU"  # for the runtimes with a --device (OpenVINO)
 
 
 def check_settings(settings: BenchSettings) -> None:
@@ -46,6 +49,7 @@ def check_settings(settings: BenchSettings) -> None:
     if settings.min_time is not None and settings.min_time <= 0:
         raise UserError("--min-time must be positive")
     check_choice(settings.compute_units, COMPUTE_UNITS, "--compute-units")
+    check_choice(settings.device, DEVICES, "--device")
 
 
 @dataclass
@@ -136,6 +140,13 @@ class BenchResult:
         return {"schema": 1, "command": self.command, "environment": self.environment, "settings": self.settings,
                 "notes": self.notes, "rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
                 "slopes": self.slopes, "seconds": round(self.seconds, 1)}
+
+
+def conditions(cfg: Config, settings: BenchSettings) -> Dict[str, object]:
+    """What a runtime with a --device needs to say whether this row can run here (runtime.unavailable)."""
+    if not RUNTIMES[cfg.runtime].devices:
+        return {}
+    return {"precision": cfg.precision, "device": settings.device}
 
 
 def series_key(r: BenchRow) -> str:

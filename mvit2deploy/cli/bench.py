@@ -20,7 +20,9 @@ from typer.core import TyperGroup
 
 from ..console import console, err_console, note, say
 from ..errors import UserError
-from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, PRECISIONS, RUNTIMES
+from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, FORMATS, PRECISIONS, RUNTIMES
+
+DEVICES = RUNTIMES["openvino"].devices
 from ._common import run_guarded
 from .bench_attention import register_attention
 
@@ -77,8 +79,8 @@ def _batches(value: str) -> List[int]:
 @run_guarded
 def run(
     models: List[str] = typer.Argument(..., metavar="MODEL_ID|ARTIFACT",
-                                       help="Zoo ids (exported on the fly into the cache) or .onnx/.ort/"
-                                            ".mlpackage files."),
+                                       help="Zoo ids (exported on the fly into the cache) or "
+                                            f"{'/'.join(f.suffix for f in FORMATS.values())} files."),
     runtime: Optional[str] = typer.Option(None, "--runtime",
                                           help=f"Comma-separated: {', '.join(RUNTIMES)}. Default: "
                                                "torch,onnxruntime for ids; from the suffix for files."),
@@ -107,6 +109,8 @@ def run(
                                                 "else random)."),
     compute_units: str = typer.Option(DEFAULT_COMPUTE_UNITS, "--compute-units",
                                       help=f"Core ML (macOS): {', '.join(COMPUTE_UNITS)}."),
+    device: str = typer.Option("CPU", "--device", help=f"OpenVINO rows: {', '.join(DEVICES)} (❎ where not "
+                                                       "available)."),
     coreml_export: bool = typer.Option(True, "--coreml-export/--no-coreml-export",
                                        help="Off macOS: still export Core ML rows (artifact size) or skip that."),
     keep_failed: bool = typer.Option(False, "--keep-failed",
@@ -124,7 +128,8 @@ def run(
 
     settings = BenchSettings(threads=threads, warmup=warmup, runs=runs, min_time=min_time, rounds=rounds,
                              cache_dir=cache_dir or default_cache_dir(), weights=weights,
-                             compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed)
+                             compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed,
+                             device=device.upper())
     check_settings(settings)
     check_outputs({"--json": json_file, "--csv": csv_file, "--markdown": markdown, "--plot": plot}, force)
     command = "mvit2deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if _from_shell() else None

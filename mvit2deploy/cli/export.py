@@ -21,8 +21,8 @@ from .inspect import readiness_tables
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
          "ort": "converting to ORT format", "readiness": "checking mobile readiness (ORT's checker)",
-         "convert": "converting to Core ML", "check": "checking the Core ML spec",
-         "write": "writing"}
+         "openvino": "converting to OpenVINO IR", "convert": "converting to Core ML",
+         "check": "checking the Core ML spec", "write": "writing"}
 
 
 def _one_of(choices) -> str:

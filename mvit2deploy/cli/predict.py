@@ -19,7 +19,7 @@ from .. import tasks
 from ..errors import UserError
 from ..predict import (RUNS_DIR, JsonSink, Prediction, check_json_target, collect_inputs, looks_like_json_file,
                        newest_export, next_run_dir, notes, open_model, predict, stdout_to_devnull)
-from ..spec import EXPORT_DIR, SCORE_THRESHOLD
+from ..spec import ARTIFACT_SUFFIXES, EXPORT_DIR, RUNTIMES, SCORE_THRESHOLD
 from ._common import parse_size, run_guarded
 
 MAX_TABLES = 10  # more inputs than this: one line per image instead of a table
@@ -136,13 +136,17 @@ class _Printer:
 def predict_cmd(
     inputs: List[str] = typer.Argument(..., metavar="INPUT", help="Image files, folders or glob patterns "
                                        "(quote globs to let predict expand them)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="An .onnx/.ort/.mlpackage export, or a zoo id "
-                                        f"with --runtime torch (default: the newest export in {EXPORT_DIR}/)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help=f"An {'/'.join(ARTIFACT_SUFFIXES)} export, or a zoo id with --runtime "
+                                             f"torch (default: the newest export in {EXPORT_DIR}/)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="torch runtime: checkpoint file (default: the "
                                            "cached official weights)."),
     random_init: bool = typer.Option(False, "--random-init", help="torch runtime: random weights."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="onnxruntime, ort-mobile, torch or coreml "
+    runtime: Optional[str] = typer.Option(None, "--runtime", help=f"{', '.join(RUNTIMES)} "
                                           "(default: from the model)."),
+    device: Optional[str] = typer.Option(None, "--device", help="openvino runtime: "
+                                         f"{', '.join(RUNTIMES['openvino'].devices)} (where OpenVINO reports them; "
+                                         "default CPU)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Inference threads (default: the runtime's)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decode / pre-process threads (default: "
                                           "min(4, CPUs))."),
@@ -171,7 +175,7 @@ def predict_cmd(
         out.say(f"model: {model} (the newest export in {EXPORT_DIR}/)", err=True)
     with out.err_console.status("loading the model"):
         session = open_model(model, runtime, threads=threads, weights=weights, random_init=random_init,
-                             image_size=size, score_threshold=score_threshold)
+                             image_size=size, score_threshold=score_threshold, device=device)
     for line in notes(session, model, batch, score_threshold):
         out.note(line, err=True)
 

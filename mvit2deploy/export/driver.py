@@ -3,8 +3,8 @@
 
 The driver owns what every format shares: the checks before any work, the weights, the work folder, refusing a
 failed artifact and the atomic write. Each format's own steps live in its subpackage (`export/onnx/`,
-`export/coreml/`), whose `pipeline` module has `plan(opts, out_path)` (its option checks, run once here) and
-`build(job)` (trace, optimise, precision, validate into the work folder).
+`export/openvino/`, `export/coreml/`), whose `pipeline` module has `plan(opts, out_path)` (its option checks, run
+once here) and `build(job)` (trace, optimise, precision, validate into the work folder).
 """
 from __future__ import annotations
 
@@ -17,19 +17,18 @@ from typing import Optional
 from ..errors import UserError
 from ..fs import atomic_move, size_bytes
 from ..models import load_model
-from .job import Job, Step
+from ..spec import artifact_files
+from .job import Job, Step, raise_if_failed
 from .options import (ExportOptions, ExportResult, apply_target, check_options, check_output, default_output,
                       input_size)
-
-
-class ValidationFailed(UserError):
-    exit_code = 1
 
 
 def pipeline_of(fmt: str):
     """The export subpackage module that builds `fmt`."""
     if fmt == "coreml":
         from .coreml import pipeline
+    elif fmt == "openvino":
+        from .openvino import pipeline
     else:
         from .onnx import pipeline
     return pipeline
@@ -53,12 +52,13 @@ def export(opts: ExportOptions, step: Step = lambda s: None) -> ExportResult:
         built = pipeline.build(Job(opts, model, size, weights, out_path, work_dir, plan, step))
         raise_if_failed(built.report, opts.keep_failed, pipeline.CHECKS, pipeline.KEPT)
         step("write")
-        atomic_move(built.path, out_path, opts.force)
-        for src, dst in built.extra:
+        for src, dst in built.extra:  # the companions first: the artifact never appears without its weights
             atomic_move(src, dst, opts.force)
+        atomic_move(built.path, out_path, opts.force)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return ExportResult(out_path, built.meta, built.report, size_bytes(out_path), time.perf_counter() - t0,
+    nbytes = sum(size_bytes(p) for p in artifact_files(out_path))
+    return ExportResult(out_path, built.meta, built.report, nbytes, time.perf_counter() - t0,
                         [dst for _, dst in built.extra], built.notes)
 
 
@@ -80,15 +80,3 @@ def find_checkpoint(opts: ExportOptions) -> Optional[Path]:
     raise UserError(f"no weights for {opts.model_id}: pass --weights FILE, or run `mvit2deploy weights pull "
                     f"{opts.model_id}` (needs internet) or `mvit2deploy weights import FILE --as {opts.model_id}`; "
                     "--random-init exports random weights (for latency work only)")
-
-
-def raise_if_failed(report, keep_failed: bool, what: str, kept: str) -> None:
-    """ValidationFailed listing the failed checks (so nothing gets written), unless --keep-failed."""
-    if report.passed or keep_failed:
-        return
-    failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g}"
-                       + (f": {c.detail})" if getattr(c, "detail", "") else ")")
-                       for c in report.checks if not c.ok)
-    err = ValidationFailed(f"{what} failed: {failed}; nothing written (--keep-failed keeps the {kept})")
-    err.report = report
-    raise err

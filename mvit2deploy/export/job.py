@@ -1,5 +1,5 @@
-"""What the export driver hands a format's `build` (Job) and gets back (Built), and the artifact metadata every
-format starts from (build_meta)."""
+"""What the export driver hands a format's `build` (Job) and gets back (Built), the artifact metadata every
+format starts from (build_meta), and the refusal of an artifact that failed its checks (raise_if_failed)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,11 +7,16 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from ..artifact import ArtifactMeta, default_preprocessing, detection_options
+from ..errors import UserError
 from ..fs import sha256
 from ..models import get_entry
 from .options import ExportOptions
 
 Step = Callable[[str], None]
+
+
+class ValidationFailed(UserError):
+    exit_code = 1
 
 
 @dataclass
@@ -53,3 +58,15 @@ def build_meta(opts: ExportOptions, size: Tuple[int, int], weights: Optional[Pat
         source_file=weights.name if weights else "random-init",
         source_sha256=sha256(weights) if weights else "random-init",
         outputs=list(outputs), options=options)
+
+
+def raise_if_failed(report, keep_failed: bool, what: str, kept: str) -> None:
+    """ValidationFailed listing the failed checks (so nothing gets written), unless --keep-failed."""
+    if report.passed or keep_failed:
+        return
+    failed = ", ".join(f"{c.name}={c.value:.4g} (needs {c.op} {c.threshold:g}"
+                       + (f": {c.detail})" if getattr(c, "detail", "") else ")")
+                       for c in report.checks if not c.ok)
+    err = ValidationFailed(f"{what} failed: {failed}; nothing written (--keep-failed keeps the {kept})")
+    err.report = report
+    raise err

@@ -13,7 +13,7 @@ from ..fs import check_writable
 from ..models import get_entry
 from ..spec import (DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_OPSET,
                     DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS,
-                    SCORE_THRESHOLD, SEG_OUTPUTS, check_size)
+                    SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_size, format_precisions)
 
 DEFAULT_DIR = Path("exports")
 DEFAULT_FORMAT = "onnx"
@@ -96,6 +96,11 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"unsupported precision {opts.precision!r} (choose from {', '.join(PRECISIONS)})")
     if opts.format not in FORMATS:
         raise UserError(f"unsupported format {opts.format!r} (choose from {', '.join(FORMATS)})")
+    offered = format_precisions(opts.format)
+    if opts.precision not in offered:
+        elsewhere = [f for f in FORMATS if opts.precision in format_precisions(f)]
+        raise UserError(f"--format {opts.format} does not offer --precision {opts.precision} (choose from "
+                        f"{', '.join(offered)}; {opts.precision} is --format {' or '.join(elsewhere)})")
     if opts.seg_output not in SEG_OUTPUTS:
         raise UserError(f"--seg-output must be {' or '.join(SEG_OUTPUTS)}, not {opts.seg_output!r}")
     if opts.batch is not None and opts.batch < 1:
@@ -141,5 +146,5 @@ def check_output(out_path: Path, opts: ExportOptions) -> None:
         other = next((f.name for f in FORMATS.values() if f.suffix == out_path.suffix), None)
         hint = f" (for a {out_path.suffix} file use --format {other})" if other else ""
         raise UserError(f"--output {out_path}: --format {opts.format} writes a {fmt.suffix} file{hint}")
-    for path in [out_path, *([ort_config_path(out_path)] if opts.format == "ort" else [])]:
+    for path in [*artifact_files(out_path), *([ort_config_path(out_path)] if opts.format == "ort" else [])]:
         check_writable(path, "--output", opts.force, folder_ok=fmt.is_folder)

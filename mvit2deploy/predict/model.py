@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 from .. import tasks
 from ..errors import UserError
 from ..runtime import Session, open_session, resolve, spec_of
-from ..spec import EXPORT_DIR, FORMATS, REFERENCE_RUNTIME
+from ..spec import EXPORT_DIR, FORMATS, REFERENCE_RUNTIME, RUNTIMES
 
 EXAMPLE_EXPORT = "mvit2deploy export mobilevitv2-0.5 --random-init"
 ARTIFACT_RUNTIME = "onnxruntime"  # whose exports predict looks for without --runtime: it runs everywhere
@@ -56,7 +56,8 @@ def reference_options(weights: Optional[Union[str, Path]], random_init: bool,
 
 def open_model(model: Union[str, Path], runtime: Optional[str] = None, *, threads: Optional[int] = None,
                weights: Optional[Union[str, Path]] = None, random_init: bool = False,
-               image_size: Optional[Tuple[int, int]] = None, score_threshold: Optional[float] = None) -> Session:
+               image_size: Optional[Tuple[int, int]] = None, score_threshold: Optional[float] = None,
+               device: Optional[str] = None) -> Session:
     """A session for predict: the runtime checked against the model, the reference given its options, an
     artifact's fixed input size checked against `image_size`."""
     if weights is not None and random_init:
@@ -64,6 +65,11 @@ def open_model(model: Union[str, Path], runtime: Optional[str] = None, *, thread
     model, runtime = resolve(str(model), runtime, weights_given=weights is not None or random_init)
     options = {} if spec_of(runtime).formats else reference_options(weights, random_init, image_size,
                                                                    score_threshold)
+    if device is not None:
+        if not spec_of(runtime).devices:
+            with_device = [r.name for r in RUNTIMES.values() if r.devices]
+            raise UserError(f"--device applies to --runtime {' or '.join(with_device)}, not {runtime}")
+        options["device"] = device
     # decoding threads run beside inference: ORT's spinning workers would only steal their CPU
     session = open_session(model, runtime=runtime, threads=threads, spinning=False, **options)
     size = tuple(session.meta.input_size)

@@ -5,8 +5,8 @@ runtime runs.
     session = open_session("exports/mobilevitv2-0.5-fp32.onnx", runtime="onnxruntime", threads=2)
     outputs = session.run(batch)          # {"logits": array [N, 1000]}
 
-Each runtime is one module here with three functions: `unavailable()` (None, or why it cannot run on this
-machine), `open(model, threads=None, spinning=True, **options)` (a Session) and `describe()` (its name and
+Each runtime is one module here with three functions: `unavailable(**conditions)` (None, or why it cannot run on
+this machine), `open(model, threads=None, spinning=True, **options)` (a Session) and `describe()` (its name and
 version for a benchmark header). The compatibility rules between runtimes and models live in `resolve`.
 """
 from __future__ import annotations
@@ -44,9 +44,10 @@ def backend(name: str) -> ModuleType:
     return importlib.import_module(f".{spec_of(name).module}", __name__)
 
 
-def unavailable(name: str) -> Optional[str]:
-    """None when `name` can run here, else the reason in one line."""
-    return backend(name).unavailable()
+def unavailable(name: str, **conditions) -> Optional[str]:
+    """None when `name` can run here, else the reason in one line. A runtime may take conditions (openvino:
+    precision, device) for what only some of its sessions need."""
+    return backend(name).unavailable(**conditions)
 
 
 def default_runtime(model: str) -> str:
