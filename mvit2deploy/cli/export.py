@@ -110,7 +110,7 @@ def export_cmd(
         console.print_json(json.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
                                        "validation": result.report.to_dict(), "warnings": result.warnings,
-                                       "readiness": _readiness(result)}))
+                                       "readiness": _readiness(result) if _has_readiness(result) else None}))
         return
     console.print(report_table(result.report))
     summary = Table.grid(padding=(0, 2))
@@ -122,7 +122,7 @@ def export_cmd(
     summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
                             f"{result.meta.precision}")
     console.print(summary)
-    if result.meta.format != "coreml":
+    if _has_readiness(result):
         for table in readiness_tables(_readiness(result)):
             console.print(table)
     if result.meta.format == "coreml":
@@ -131,6 +131,11 @@ def export_cmd(
     else:
         console.print(Text.assemble("next: ", (f"mvit2deploy predict IMAGE --model {result.path}", "bold")),
                       highlight=False, soft_wrap=True)
+
+
+def _has_readiness(result) -> bool:
+    """Only ONNX Runtime files carry the mobile readiness report (Core ML and OpenVINO IR do not)."""
+    return result.meta.format in ("onnx", "ort")
 
 
 def _readiness(result) -> dict:
