@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -35,3 +36,13 @@ def check_writable(path: str | Path, option: str, force: bool, folder_ok: bool =
         raise UserError(f"{option} {path}: not writable ({parent}: {exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words, from its st_mode (for one-line refusals)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return name
+    return "a special file"

@@ -245,8 +245,8 @@ def collect_inputs(inputs: Iterable[Union[str, Path]], recursive: bool = False,
     return files, failures
 
 
-def open_image(path: Union[str, Path]):
-    """load_image, with clearer lines for a directory, a dangling symlink or a vanished file."""
+def open_image(path: Union[str, Path], pre=None, input_size=None):
+    """load_image (refusing, with `pre` and `input_size`, images the preprocessing cannot resize), with clearer lines for a directory, a dangling symlink or a vanished file."""
     p = Path(path)
     if p.is_symlink() and not p.exists():
         raise BadImage(f"{p}: dangling symbolic link (its target {os.readlink(p)} does not exist)")
@@ -254,7 +254,7 @@ def open_image(path: Union[str, Path]):
         raise BadImage(f"{p}: is a directory, not an image file")
     if not p.exists():
         raise BadImage(f"{p}: no such file")
-    return load_image(p)
+    return load_image(p, pre, input_size)
 
 
 def unique_stems(files: Sequence[Path]) -> List[str]:
@@ -388,7 +388,7 @@ def predict(inputs: Iterable[Union[str, Path]], session, *, batch: int = 1, top_
 
     def load(index: int, path: Path) -> _Loaded:
         t0 = time.perf_counter()
-        img = open_image(path)
+        img = open_image(path, pre, size)
         x, placement = preprocess(img, pre, size)
         return _Loaded(index, path, x, placement, img if pictures else None, time.perf_counter() - t0)
 
