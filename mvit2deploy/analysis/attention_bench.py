@@ -168,6 +168,9 @@ def run_bench(dim: int = 256, tokens: Sequence[int] = (64, 256, 1024, 4096, 1638
     if bad or runs < 1 or warmup < 0 or threads < 1 or linformer_k < 1:
         raise UserError(f"invalid benchmark settings: tokens >= 1, dim a multiple of {HEADS}, runs >= 1, "
                         f"threads >= 1, linformer-k >= 1 (got dim={dim}, tokens={tokens}, runs={runs})")
+    from ..runtime import check_threads
+
+    check_threads(threads)
     for name, given, known in (("runtime", runtimes, RUNTIMES), ("method", methods, METHODS)):
         unknown = [r for r in given if r not in known]
         if unknown:

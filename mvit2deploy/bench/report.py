@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .. import jsonsafe
 from .runner import MEASURED, ROW_FIELDS, BenchResult, BenchRow
 
 COLUMNS = ("", "model", "runtime", "precision", "size", "batch", "weights", "MB", "max abs err", "agree",
@@ -137,7 +137,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def to_json(result: BenchResult) -> str:
-    return json.dumps(result.to_dict(), indent=1, ensure_ascii=False)
+    return jsonsafe.dumps(result.to_dict(), indent=1, ensure_ascii=False)
 
 
 def to_csv(result: BenchResult) -> str:

@@ -288,6 +288,27 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".validation.json")
 
 
+def _cache_usable(path: Path) -> bool:
+    """A cached export whose metadata (and, for .onnx / .ort, whole file) reads back."""
+    if path.suffix == ".mlpackage":
+        return (path / "Manifest.json").is_file()
+    try:
+        _artifact_meta(path)
+    except UserError:
+        return False
+    return True
+
+
+def _discard(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    _sidecar(path).unlink(missing_ok=True)
+
+
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")
@@ -298,6 +319,9 @@ def _export(cfg: Config, w: _Weights, settings: BenchSettings, progress: Callabl
     from ..export import ExportOptions, export
 
     path = cache_path(cfg, w, settings)
+    if path.exists() and not _cache_usable(path):  # truncated or damaged: rebuilt below, not failed every run
+        progress(f"cached {path.name} is damaged, rebuilding it")
+        _discard(path)
     if path.exists():
         validation = None
         if _sidecar(path).is_file():
@@ -609,6 +633,9 @@ def run_bench(models: Sequence[str], runtimes: Optional[Sequence[str]] = None,
         raise UserError("--threads, --runs and --rounds must be positive, --warmup not negative")
     if settings.min_time is not None and settings.min_time <= 0:
         raise UserError("--min-time must be positive")
+    from ..runtime import check_threads
+
+    check_threads(settings.threads)
     t_start = time.perf_counter()
     configs, skipped, notes = plan(models, runtimes, precisions, sizes, batches)
     import torch

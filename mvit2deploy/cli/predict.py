@@ -5,7 +5,6 @@ Exit codes: 0 every input predicted, 1 some inputs failed (one line each), 2 usa
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .. import tasks
+from .. import jsonsafe, tasks
 from ..errors import UserError
 from ..export import DEFAULT_DIR, MAX_SIZE, MIN_SIZE
 from ..images import IMAGE_SUFFIXES
@@ -118,7 +117,7 @@ class JsonSink:
             self.fh = open(self.tmp, "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = jsonsafe.dumps(record, ensure_ascii=False) + "\n"
         if self.stdout:
             if self.closed_pipe:
                 return

@@ -135,6 +135,8 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"--no-nms applies to detection models; {opts.model_id} is a {entry.task} model")
     if opts.calibration is not None and opts.precision != "int8":
         raise UserError("--calibration only applies to --precision int8")
+    if opts.calibration is not None:
+        check_calibration_folder(Path(opts.calibration))
     if opts.format == "coreml":
         from .coreml import plan
 
@@ -143,6 +145,22 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError("--compress, --deployment-target and --compute-units apply to --format coreml only")
     if not 0 <= opts.score_threshold < 1 or not 0 < opts.iou_threshold <= 1 or opts.max_detections < 1:
         raise UserError("detection thresholds out of range")
+
+
+def check_calibration_folder(folder: Path) -> None:
+    """Before any work: --calibration is a readable folder with image files in it (decoding happens at the
+    calibrate step, where an unreadable image is skipped and named)."""
+    from ..images import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise UserError(f"--calibration {folder}: " + ("not a folder" if os.path.lexists(folder) else "not found"))
+    try:
+        found = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
+    except OSError as exc:
+        raise UserError(f"--calibration {folder}: cannot list it ({exc.strerror or exc})") from None
+    if not found:
+        raise UserError(f"--calibration {folder}: no image files in it (looked for "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
 def build_meta(opts: ExportOptions, size: Tuple[int, int], weights: Optional[Path], outputs) -> ArtifactMeta:

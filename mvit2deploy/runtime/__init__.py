@@ -6,6 +6,7 @@ contract's outputs by name, so predict and bench never care which runtime runs.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, Optional, Protocol
 
@@ -15,6 +16,22 @@ from ..artifact import ArtifactMeta
 from ..errors import UserError
 
 RUNTIMES = ("onnxruntime", "ort-mobile", "torch", "coreml")
+THREADS_PER_CPU = 4  # --threads above 4 x os.cpu_count() only oversubscribes (100000 threads: minutes, GBs)
+
+
+def max_threads() -> int:
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+def check_threads(threads: Optional[int], option: str = "--threads") -> None:
+    """The one bound on inference threads, for every runtime: 1 .. 4 x CPUs (None: the runtime's default)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"{option} {threads!r}: expected a positive integer")
+    if threads > max_threads():
+        raise UserError(f"{option} {threads}: at most {max_threads()} ({THREADS_PER_CPU} x the "
+                        f"{os.cpu_count() or 1} CPUs of this machine)")
 
 
 class Session(Protocol):
@@ -39,6 +56,7 @@ def open_session(model: str | Path, runtime: Optional[str] = None, threads: Opti
     """model: an .onnx/.ort/.mlpackage artifact, or (torch runtime) a zoo id, optionally `weights=`.
     spinning=False lets ONNX Runtime's idle threads sleep (for pipelines that need CPU beside inference)."""
     runtime = runtime or default_runtime(str(model))
+    check_threads(threads)
     if runtime in ("onnxruntime", "ort-mobile"):
         from .onnxruntime import OrtSession
 

@@ -20,6 +20,9 @@ class TorchSession:
     def __init__(self, model_id: str, threads: Optional[int] = None, weights: Optional[str | Path] = None,
                  image_size: Optional[tuple] = None, seg_output: str = "mask", nms: bool = True,
                  score_threshold: float = 0.3, iou_threshold: float = 0.5, max_detections: int = 200):
+        from . import check_threads
+
+        check_threads(threads)
         if threads:
             torch.set_num_threads(threads)
         entry = get_entry(model_id)
