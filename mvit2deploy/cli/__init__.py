@@ -64,6 +64,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/red]")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _INTERRUPTED.is_set():  # Typer turns KeyboardInterrupt into a silent Exit(130)
+            err_console.print("[red]interrupted[/red]")
+        raise
     except Exception:
         # Ctrl-C inside library code (torch's tracer) can surface as another exception: still an interrupt
         if _INTERRUPTED.is_set():

@@ -64,9 +64,9 @@ def img_tall(d: Path, ctx) -> Path:
 
 @kind
 def img_wide(d: Path, ctx) -> Path:
-    """60,000 x 8 PNG: the same trap sideways (2.9 GB before the guard)."""
+    """300,000 x 8 PNG: the same trap sideways (at 64 px, 2,700,000 x 72 after the resize)."""
     p = d / "wide.png"
-    p.write_bytes(png_bytes(60_000, 8))
+    p.write_bytes(png_bytes(300_000, 8))
     return p
 
 
