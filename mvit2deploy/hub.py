@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from .errors import CheckpointError, UserError
-from .fs import sha256
+from .fs import atomic_write, file_kind, sha256
 from .models import build_model, get_entry, list_models
 from .models import load_model as _load_model
 from .models.zoo import base_url as zoo_base_url
@@ -51,17 +52,59 @@ def lock_path() -> Path:
     return home() / "weights.lock.json"
 
 
+MAX_LOCK_BYTES = 16 << 20  # a lock of 49 records is ~20 KB
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LOCK_TYPES = {"sha256": str, "size": int, "url": (str, type(None)), "source": str, "date": str}
+
+
 def read_lock() -> Dict[str, dict]:
+    """weights.lock.json, validated: an object of model id -> record with a sha256 (and optionally size, url,
+    source, date of the right types). Anything else is one WeightsError naming the file and the entry, raised
+    before any caller touches a cached file."""
     p = lock_path()
-    return json.loads(p.read_text()) if p.is_file() else {}
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return {}
+    hint = "fix it, or delete it (hashes are then recorded again on the next pull / import)"
+    if not stat.S_ISREG(st.st_mode):
+        raise WeightsError(f"{p}: is {file_kind(st.st_mode)}, not a lock file; {hint}")
+    if st.st_size > MAX_LOCK_BYTES:
+        raise WeightsError(f"{p}: {st.st_size} bytes, too large for a lock file; {hint}")
+    try:
+        data = json.loads(p.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{p}: not valid JSON ({str(exc).splitlines()[0]}); {hint}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{p}: expected a JSON object of model id -> record, got a {_json_type(data)}; {hint}")
+    for key, rec in data.items():
+        problem = _lock_record_problem(rec)
+        if problem:
+            raise WeightsError(f"{p}: entry {key!r} {problem}; {hint}")
+    return data
+
+
+def _json_type(value) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _lock_record_problem(rec) -> Optional[str]:
+    if not isinstance(rec, dict):
+        return f"is a {_json_type(rec)}, expected an object with a sha256"
+    if not isinstance(rec.get("sha256"), str) or not _SHA256.fullmatch(rec["sha256"]):
+        return "has no valid sha256 (64 lower-case hex digits)"
+    for field_name, types in _LOCK_TYPES.items():
+        value = rec.get(field_name)
+        if field_name in rec and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"has a {_json_type(value)} as {field_name}"
+    if rec.get("size", 0) < 0:
+        return "has a negative size"
+    return None
 
 
 def write_lock(lock: Dict[str, dict]) -> None:
-    p = lock_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(lock, indent=1, sort_keys=True))
-    tmp.replace(p)
+    atomic_write(lock_path(), json.dumps(lock, indent=1, sort_keys=True))
 
 
 def cache_file(model_id: str) -> Path:
@@ -108,7 +151,76 @@ class _Retryable(Exception):
 
 
 def resolve_base_url(base_url: Optional[str] = None) -> str:
-    return base_url or os.environ.get("MVIT2DEPLOY_BASE_URL") or zoo_base_url()
+    """--base-url, else $MVIT2DEPLOY_BASE_URL, else the manifest's; an http(s) URL with a host, or one line."""
+    from urllib.parse import urlsplit
+
+    given, where = (base_url, "--base-url") if base_url else (os.environ.get("MVIT2DEPLOY_BASE_URL"),
+                                                               "MVIT2DEPLOY_BASE_URL")
+    if not given:
+        return zoo_base_url()
+    try:
+        parts = urlsplit(given)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise WeightsError(f"{where} {given!r}: not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in given):
+        raise WeightsError(f"{where} {given!r}: not an http(s) URL (expected e.g. https://mirror.example/models/)")
+    return given
+
+
+# ---- download limits: a size cap and an overall deadline per file ----------------------------------------------
+
+DEFAULT_MAX_DOWNLOAD_MB = 1024.0  # $MVIT2DEPLOY_MAX_DOWNLOAD_MB: the cap when no size is recorded for the file
+DEFAULT_DEADLINE_S = 1800.0  # $MVIT2DEPLOY_DOWNLOAD_DEADLINE_S: one file, all attempts together
+BYTES_PER_PARAM = 8  # manifest bound: twice fp32 per parameter, plus a margin for buffers and pickle framing
+MANIFEST_MARGIN = 16 << 20
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise WeightsError(f"${name}={raw!r}: expected a positive number")
+    return value
+
+
+@dataclass
+class Limits:
+    max_bytes: int
+    why: str  # where the cap comes from, for the message
+    deadline_s: float
+
+    def __post_init__(self):
+        self.end = time.monotonic() + self.deadline_s
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+def download_limits(model_id: str, lock: Dict[str, dict]) -> Limits:
+    """The size cap of one file: its recorded size in the lock (exact), else the smaller of the manifest's bound
+    (parameter count) and $MVIT2DEPLOY_MAX_DOWNLOAD_MB; and the overall deadline."""
+    cap_mb = _env_number("MVIT2DEPLOY_MAX_DOWNLOAD_MB", DEFAULT_MAX_DOWNLOAD_MB)
+    deadline = _env_number("MVIT2DEPLOY_DOWNLOAD_DEADLINE_S", DEFAULT_DEADLINE_S)
+    env_cap = int(cap_mb * 1e6)
+    rec = lock.get(model_id) or {}
+    if isinstance(rec.get("size"), int) and rec.get("source") == "download" and rec["size"] <= env_cap:
+        return Limits(rec["size"], f"the size recorded in {lock_path().name}", deadline)
+    params = getattr(get_entry(model_id), "params_m", None)
+    if isinstance(params, (int, float)) and params > 0:
+        bound = int(params * 1e6 * BYTES_PER_PARAM) + MANIFEST_MARGIN
+        if bound < env_cap:
+            return Limits(bound, f"{params:g} M parameters in the manifest", deadline)
+    return Limits(env_cap, f"MVIT2DEPLOY_MAX_DOWNLOAD_MB={cap_mb:g}", deadline)
+
+
+class DownloadStopped(WeightsError):
+    """Over the size cap or past the deadline: not retried."""
 
 
 def model_url(model_id: str, base_url: Optional[str] = None) -> str:
@@ -152,8 +264,21 @@ def _content_range_start(value: Optional[str]) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def _over_cap(model_id: str, part: Path, limits: Limits, what: str) -> DownloadStopped:
+    part.unlink(missing_ok=True)  # more than the file can be: what arrived is not worth keeping
+    return DownloadStopped(f"cannot download {model_id}: {what}, more than the {limits.max_bytes / 1e6:.1f} MB "
+                           f"limit ({limits.why}); stopped and removed {part.name}")
+
+
+def _past_deadline(model_id: str, part: Path, limits: Limits) -> DownloadStopped:
+    have = part.stat().st_size if part.is_file() else 0
+    kept = f"; {have} bytes kept in {part.name}, pull again to resume" if have else ""
+    return DownloadStopped(f"cannot download {model_id}: not finished within {limits.deadline_s:g} s "
+                           f"(MVIT2DEPLOY_DOWNLOAD_DEADLINE_S){kept}")
+
+
 def _attempt(url: str, part: Path, timeouts: Tuple[float, float], validator: Dict[str, str],
-             progress: Optional[Progress]) -> bool:
+             progress: Optional[Progress], limits: Optional[Limits] = None, model_id: str = "") -> bool:
     """One HTTP request appending to `part`. True when complete; raises _Retryable on a cut transfer."""
     have = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": USER_AGENT}
@@ -173,27 +298,41 @@ def _attempt(url: str, part: Path, timeouts: Tuple[float, float], validator: Dic
         else:  # fresh start, or the server ignored Range (plain 200): restart cleanly
             mode, done = "wb", 0
         total = done + length if length is not None else None
+        if limits is not None and total is not None and total > limits.max_bytes:
+            raise _over_cap(model_id, part, limits, f"the server announces {total} bytes")
         validator["v"] = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
         if progress:
             progress(done, total)
         with open(part, mode) as f:
             try:
                 while True:
-                    block = resp.read(CHUNK)
+                    if limits is not None:
+                        if limits.left() <= 0:
+                            f.flush()
+                            raise _past_deadline(model_id, part, limits)
+                        _set_read_timeout(resp, max(0.05, min(timeouts[1], limits.left())))
+                    block = resp.read1(CHUNK)  # what has arrived, so a stall or a cut loses nothing
                     if not block:
                         break
                     f.write(block)
                     done += len(block)
+                    if limits is not None and done > limits.max_bytes:
+                        f.close()
+                        raise _over_cap(model_id, part, limits, f"the server sent over {limits.max_bytes} bytes")
                     if progress:
                         progress(done, total)
             except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                if limits is not None and limits.left() <= 0:
+                    f.flush()
+                    raise _past_deadline(model_id, part, limits) from None
                 raise _Retryable(f"transfer interrupted at {done} bytes ({exc or type(exc).__name__})") from None
     if total is not None and done < total:
         raise _Retryable(f"transfer cut at {done} of {total} bytes")
     return True
 
 
-def _download(model_id: str, url: str, part: Path, timeout, retries: int, progress: Optional[Progress]) -> None:
+def _download(model_id: str, url: str, part: Path, timeout, retries: int, progress: Optional[Progress],
+              limits: Optional[Limits] = None) -> None:
     """Fetch `url` into `part`, resuming with Range after a cut. Retries only once the server has answered:
     an unreachable server is reported at once (offline use must fail fast, not after minutes of backoff)."""
     timeouts = _timeouts(timeout)
@@ -201,8 +340,12 @@ def _download(model_id: str, url: str, part: Path, timeout, retries: int, progre
     reached, validator = False, {}
     for attempt in range(retries + 1):
         before = part.stat().st_size if part.is_file() else 0
+        if limits is not None and limits.left() <= 0:
+            raise _past_deadline(model_id, part, limits)
         try:
-            _attempt(url, part, timeouts, validator, progress)
+            _attempt(url, part, timeouts if limits is None else (min(timeouts[0], max(0.05, limits.left())),
+                                                                 timeouts[1]),
+                     validator, progress, limits, model_id)
             return
         except HTTPError as exc:
             reached = True
@@ -228,7 +371,8 @@ def _download(model_id: str, url: str, part: Path, timeout, retries: int, progre
             kept = f"; the partial file {part.name} is kept, pull again to resume" if part.is_file() else ""
             raise WeightsError(f"cannot download {model_id}: {why} (gave up after {retries + 1} attempts){kept}")
         progressed = part.is_file() and part.stat().st_size > before
-        time.sleep(0 if progressed else BACKOFF_S * min(2 ** attempt, 8))
+        pause = 0 if progressed else BACKOFF_S * min(2 ** attempt, 8)
+        time.sleep(pause if limits is None else max(0.0, min(pause, limits.left())))
 
 
 def pull(model_id: str, base_url: Optional[str] = None, timeout=DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
@@ -240,14 +384,15 @@ def pull(model_id: str, base_url: Optional[str] = None, timeout=DEFAULT_TIMEOUT,
     and against the lock's recorded sha256, and only then renamed into place.
     """
     target, part = cache_file(model_id), part_file(model_id)
+    url = model_url(model_id, base_url)  # a bad --base-url is refused before anything is touched
+    limits = download_limits(model_id, read_lock())  # so is a damaged lock file
     if force:  # "download again from scratch"; the lock's recorded hash still applies
         target.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
     elif target.is_file():
         return require_cached(model_id)
-    url = model_url(model_id, base_url)
     home().mkdir(parents=True, exist_ok=True)
-    _download(model_id, url, part, timeout, retries, progress)
+    _download(model_id, url, part, timeout, retries, progress, limits)
     try:
         check_loads(part, model_id)
     except CheckpointError as exc:
@@ -270,6 +415,7 @@ def import_file(path: Union[str, Path], model_id: str, force: bool = False) -> P
     """Store a local checkpoint (any supported layout) as the cached official-layout file of `model_id`."""
     path = Path(path)
     target = cache_file(model_id)
+    read_lock()  # a damaged lock is refused before the cached file is replaced (else cache and lock disagree)
     if target.is_file() and not force:
         raise WeightsError(f"{model_id} is already cached ({target}); pass --force to replace it")
     import torch

@@ -155,9 +155,9 @@ def test_stalled_transfer_hits_read_timeout_and_resumes(server, ckpt):
     t0 = time.monotonic()
     path = hub.pull(MID, base_url=server.base, timeout=(5.0, 0.3))
     assert time.monotonic() - t0 < 1.8  # gave up on the stalled read, did not wait for the server
-    # resumes from what reached the disk: whole 64 KiB reads of the half that was sent
+    # resumes from every byte that arrived before the stall (reads take what has arrived, not whole chunks)
     start = int(re.fullmatch(r"bytes=(\d+)-", server.requests[1]["Range"]).group(1))
-    assert start % hub.CHUNK == 0 and len(ckpt[1]) // 2 - hub.CHUNK < start <= len(ckpt[1]) // 2
+    assert start == len(ckpt[1]) // 2
     assert path.read_bytes() == ckpt[1]
 
 
