@@ -12,14 +12,14 @@ import io
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import __version__
+from .artifact_check import PREFIX, parse_props
 from .errors import UserError
 
-PREFIX = "mvit2deploy."
 SCHEMA = 1
 
 
@@ -76,16 +76,7 @@ class ArtifactMeta:
         if PREFIX + "model_id" not in props:
             raise NotOurArtifact(f"{where} has no mvit2deploy metadata (was it exported by `mvit2deploy export`?): "
                                  "its preprocessing, labels and task are unknown")
-        kw = {}
-        for f in fields(cls):
-            raw = props.get(PREFIX + f.name)
-            if raw is None:
-                continue
-            kw[f.name] = raw if f.type in ("str",) else json.loads(raw)
-        kw["input_size"] = tuple(kw["input_size"])
-        pre = kw["preprocessing"]
-        pre.update(mean=tuple(pre["mean"]), std=tuple(pre["std"]))
-        kw["preprocessing"] = Preprocessing(**pre)
+        kw = parse_props(props, cls, Preprocessing, SCHEMA, where)
         return cls(**kw)
 
 
@@ -210,11 +201,36 @@ def unique_labels(labels: List[str]) -> List[str]:
     return [f"{name} ({i})" if counts[name] > 1 else name for i, name in enumerate(labels)]
 
 
+def check_model_file(path: Path) -> None:
+    """Before anything opens it: the artifact is there and of the right file type. Only stat() is used, so a
+    FIFO (whose open() would block forever) or a device is named, never read."""
+    import os
+    import stat
+
+    from .fs import file_kind
+
+    if not os.path.lexists(path):
+        raise UserError(f"model file not found: {path}")
+    try:
+        st = path.stat()
+    except OSError as exc:
+        what = "dangling symbolic link" if path.is_symlink() else (exc.strerror or str(exc))
+        raise UserError(f"{path}: {what}") from None
+    if path.suffix == ".mlpackage":  # a folder; an .mlmodel is one file
+        if not stat.S_ISDIR(st.st_mode):
+            raise UserError(f"{path}: an .mlpackage is a folder, but this is {file_kind(st.st_mode)}")
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: is {file_kind(st.st_mode)}, not a model file")
+    if st.st_size == 0:
+        kind = {".onnx": "ONNX", ".ort": "ORT"}.get(path.suffix, "model")
+        raise UserError(f"{path}: empty file (0 bytes), not an {kind} file")
+
+
 def read_meta(path: str | Path) -> ArtifactMeta:
     """Metadata of any artifact: .onnx, .ort, .xml (OpenVINO IR), .mlpackage."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"model file not found: {path}")
+    check_model_file(path)
     if path.suffix == ".onnx":
         return read_onnx_meta(path)
     if path.suffix == ".ort":

@@ -176,6 +176,9 @@ def _check(dim: int, tokens: List[int], runtimes: Sequence[str], methods: Sequen
     if bad or runs < 1 or warmup < 0 or threads < 1 or linformer_k < 1:
         raise UserError(f"invalid benchmark settings: tokens >= 1, dim a multiple of {HEADS}, runs >= 1, "
                         f"threads >= 1, linformer-k >= 1 (got dim={dim}, tokens={tokens}, runs={runs})")
+    from ..runtime import check_threads
+
+    check_threads(threads)
     for name, given, known in (("runtime", runtimes, ATTENTION_RUNTIMES), ("method", methods, METHODS)):
         unknown = [r for r in given if r not in known]
         if unknown:

@@ -123,16 +123,17 @@ def explain_image(image: Union[str, Path], model_id: str = DEFAULT_MODEL,
     from ..artifact import default_preprocessing
     from ..images import load_image, preprocess
     from ..hub import load_model
+    from ..models import get_entry
 
     save = Path(save) if save is not None else default_save_path(image, model_id)
     check_writable(save, "--save", force)
-    picture = load_image(image)
+    entry = get_entry(model_id)
+    size = input_size or entry.input_size
+    pre = default_preprocessing(entry, (size, size))
+    picture = load_image(image, pre, (size, size))  # refused before decoding when the resize would run away
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a random-init picture should at least be reproducible
         model = load_model(model_id, weights).eval()
-    entry = model.zoo_entry
-    size = input_size or entry.input_size
-    pre = default_preprocessing(entry, (size, size))
     arr, _ = preprocess(picture, pre, (size, size))
     maps = score_maps(model, torch.from_numpy(arr)[None])
 

@@ -72,6 +72,27 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".validation.json")
 
 
+def _usable(path: Path) -> bool:
+    """A cached export whose metadata (and, for .onnx / .ort, whole file) reads back."""
+    if path.suffix == FORMATS["coreml"].suffix:
+        return (path / "Manifest.json").is_file()
+    try:
+        artifact_meta(path)
+    except UserError:
+        return False
+    return True
+
+
+def _discard(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    _sidecar(path).unlink(missing_ok=True)
+
+
 def _cached(path: Path) -> Prepared:
     validation = None
     if _sidecar(path).is_file():
@@ -113,6 +134,9 @@ def cached_or_exported(cfg: Config, w: Weights, settings: BenchSettings, progres
     """The cached artifact of `cfg`, exported first when missing; an error when its validation failed (unless
     --keep-failed)."""
     path = cache_path(cfg, w, settings)
+    if path.exists() and not _usable(path):  # truncated or damaged: rebuilt, not failed on every run
+        progress(f"cached {path.name} is damaged, rebuilding it")
+        _discard(path)
     prepared = _cached(path) if path.exists() else _exported(cfg, w, settings, path, progress)
     if prepared.validation is not None and prepared.validation.get("passed") is False and not settings.keep_failed:
         return Prepared(path, prepared.source, error="export-time validation against PyTorch failed "

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .. import jsonsafe
 from ..errors import UserError
 from ..fs import atomic_write, check_writable
 from .rows import ROW_FIELDS, BenchResult, BenchRow
@@ -133,7 +133,7 @@ def print_result(result: BenchResult, console) -> None:
 
 
 def to_json(result: BenchResult) -> str:
-    return json.dumps(result.to_dict(), indent=1, ensure_ascii=False)
+    return jsonsafe.dumps(result.to_dict(), indent=1, ensure_ascii=False)
 
 
 def to_csv(result: BenchResult) -> str:

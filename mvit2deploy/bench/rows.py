@@ -48,6 +48,9 @@ def check_settings(settings: BenchSettings) -> None:
         raise UserError("--threads, --runs and --rounds must be positive, --warmup not negative")
     if settings.min_time is not None and settings.min_time <= 0:
         raise UserError("--min-time must be positive")
+    from ..runtime import check_threads
+
+    check_threads(settings.threads)
     check_choice(settings.compute_units, COMPUTE_UNITS, "--compute-units")
     check_choice(settings.device, DEVICES, "--device")
 

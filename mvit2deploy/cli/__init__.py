@@ -67,6 +67,10 @@ def main() -> None:
     except KeyboardInterrupt:
         say("interrupted", style="red", err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _INTERRUPTED.is_set():  # Typer turns KeyboardInterrupt into a silent Exit(130)
+            say("interrupted", style="red", err=True)
+        raise
     except Exception:
         # Ctrl-C inside library code (torch's tracer) can surface as another exception: still an interrupt
         if _INTERRUPTED.is_set():

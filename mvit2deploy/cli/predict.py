@@ -17,8 +17,8 @@ from typer.core import TyperCommand
 from .. import console as out
 from .. import tasks
 from ..errors import UserError
-from ..predict import (RUNS_DIR, JsonSink, Prediction, check_json_target, collect_inputs, looks_like_json_file,
-                       newest_export, next_run_dir, notes, open_model, predict, stdout_to_devnull)
+from ..predict import (RUNS_DIR, JsonSink, Prediction, check_json_target, check_save_dir, collect_inputs,
+                       looks_like_json_file, newest_export, next_run_dir, notes, open_model, predict, stdout_to_devnull)
 from ..spec import ARTIFACT_SUFFIXES, EXPORT_DIR, RUNTIMES, SCORE_THRESHOLD
 from ._common import parse_size, run_guarded
 
@@ -95,6 +95,7 @@ def _check_options(batch: int, top_k: int, threads: Optional[int], workers: Opti
         raise UserError(f"--score-threshold {score_threshold}: expected a value in [0, 1)")
     if no_save and save_dir is not None:
         raise UserError("--save-dir and --no-save exclude each other")
+    check_save_dir(save_dir)
 
 
 class _Printer:

@@ -3,6 +3,7 @@ work: the options (once), and the output path. No heavy imports: the CLI builds 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -12,7 +13,7 @@ from ..errors import UserError
 from ..fs import check_writable
 from ..models import get_entry
 from ..spec import (DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_OPSET,
-                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS,
+                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS,
                     SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_size, format_precisions)
 
 DEFAULT_DIR = Path("exports")
@@ -113,12 +114,28 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError(f"--no-nms applies to detection models; {opts.model_id} is a {entry.task} model")
     if opts.calibration is not None and opts.precision != "int8":
         raise UserError("--calibration only applies to --precision int8")
+    if opts.calibration is not None:
+        check_calibration_folder(Path(opts.calibration))
     coreml_only = (opts.compress, opts.deployment_target != DEFAULT_DEPLOYMENT_TARGET,
                    opts.compute_units != DEFAULT_COMPUTE_UNITS)
     if opts.format != "coreml" and any(coreml_only):
         raise UserError("--compress, --deployment-target and --compute-units apply to --format coreml only")
     if not 0 <= opts.score_threshold < 1 or not 0 < opts.iou_threshold <= 1 or opts.max_detections < 1:
         raise UserError("detection thresholds out of range")
+
+
+def check_calibration_folder(folder: Path) -> None:
+    """Before any work: --calibration is a readable folder with image files in it (decoding happens at the
+    calibrate step, where an unreadable image is skipped and named)."""
+    if not folder.is_dir():
+        raise UserError(f"--calibration {folder}: " + ("not a folder" if os.path.lexists(folder) else "not found"))
+    try:
+        found = any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
+    except OSError as exc:
+        raise UserError(f"--calibration {folder}: cannot list it ({exc.strerror or exc})") from None
+    if not found:
+        raise UserError(f"--calibration {folder}: no image files in it (looked for "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
 def input_size(opts: ExportOptions) -> Tuple[int, int]:

@@ -74,7 +74,8 @@ def sample_paths() -> List[Path]:
 
 def image_batch(meta: ArtifactMeta, paths: Optional[Sequence[Path]] = None) -> np.ndarray:
     paths = sample_paths() if paths is None else paths
-    return np.stack([preprocess(load_image(p), meta.preprocessing, meta.input_size)[0] for p in paths])
+    return np.stack([preprocess(load_image(p, meta.preprocessing, meta.input_size), meta.preprocessing,
+                                meta.input_size)[0] for p in paths])
 
 
 def sample_crops(meta: ArtifactMeta, n: int, seed: int = 0) -> np.ndarray:

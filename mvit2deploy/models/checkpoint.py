@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UserError
+from ..errors import CheckpointError
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -43,7 +43,15 @@ def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
+        import os
+
+        from ..fs import file_kind
+
+        if os.path.lexists(path) and path.exists():  # a FIFO, a device: named, never opened (open would block)
+            raise CheckpointError(f"{path} is {file_kind(path.stat().st_mode)}, not a checkpoint file")
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path.name}: empty file (0 bytes), not a checkpoint")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -18,13 +18,13 @@ One module per job:
 """
 from .inputs import GLOB_CHARS, Inputs, NoInputs, collect_inputs, is_image_name, open_image
 from .model import latest_export, newest_export, notes, open_model, reference_options
-from .outputs import (RUNS_DIR, JsonSink, check_json_target, check_pictures_free, existing_pictures,
-                      looks_like_json_file, next_run_dir, stdout_to_devnull, unique_stems)
+from .outputs import (RUNS_DIR, JsonSink, check_json_target, check_pictures_free, check_save_dir,
+                      existing_pictures, looks_like_json_file, next_run_dir, stdout_to_devnull, unique_stems)
 from .pipeline import default_workers, predict
 from .records import Failure, Prediction, Record, Summary, Timing
 
 __all__ = ["predict", "collect_inputs", "Inputs", "NoInputs", "GLOB_CHARS", "is_image_name", "open_image",
            "latest_export", "newest_export", "open_model", "reference_options", "notes", "RUNS_DIR", "JsonSink",
-           "check_json_target", "check_pictures_free", "existing_pictures", "looks_like_json_file", "next_run_dir",
-           "stdout_to_devnull", "unique_stems", "default_workers", "Failure", "Prediction", "Record", "Summary",
+           "check_json_target", "check_pictures_free", "check_save_dir", "existing_pictures", "looks_like_json_file",
+           "next_run_dir", "stdout_to_devnull", "unique_stems", "default_workers", "Failure", "Prediction", "Record", "Summary",
            "Timing"]

@@ -152,8 +152,9 @@ def _folder(d: Path, recursive: bool, exclude: Sequence[str], seen_dirs: set) ->
     return found
 
 
-def open_image(path: Union[str, Path]):
-    """load_image, with clearer lines for a directory, a dangling symlink or a vanished file."""
+def open_image(path: Union[str, Path], pre=None, input_size=None):
+    """load_image, with clearer lines for a directory, a dangling symlink or a vanished file. With `pre` and
+    `input_size`, an image the preprocessing could not resize within the limits is refused before decoding."""
     p = Path(path)
     if p.is_symlink() and not p.exists():
         raise BadImage(f"{p}: dangling symbolic link (its target {os.readlink(p)} does not exist)")
@@ -161,4 +162,4 @@ def open_image(path: Union[str, Path]):
         raise BadImage(f"{p}: is a directory, not an image file")
     if not p.exists():
         raise BadImage(f"{p}: no such file")
-    return load_image(p)
+    return load_image(p, pre, input_size)

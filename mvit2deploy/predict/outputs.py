@@ -6,7 +6,6 @@ file (`check_json_target`) are refused before any work.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import sys
@@ -14,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+from .. import jsonsafe
 from ..errors import UserError
 from ..fs import atomic_write, check_writable
 from ..tasks import PICTURE_SUFFIXES
@@ -42,6 +42,12 @@ def existing_pictures(stems: Sequence[str], task: str, save_dir: Union[str, Path
     """The pictures of `stems` (see unique_stems) that already exist in save_dir (an earlier run's), in order."""
     return [p for stem in stems for p in (Path(save_dir) / f"{stem}{sfx}" for sfx in PICTURE_SUFFIXES.get(task, ()))
             if os.path.lexists(p)]
+
+
+def check_save_dir(save_dir: Optional[Union[str, Path]]) -> None:
+    """--save-dir is a folder, or not there yet (created at the first picture): never an existing file."""
+    if save_dir is not None and os.path.lexists(save_dir) and not Path(save_dir).is_dir():
+        raise UserError(f"--save-dir {save_dir}: exists and is not a folder")
 
 
 def check_pictures_free(stems: Sequence[str], task: str, save_dir: Path) -> None:
@@ -117,7 +123,7 @@ class JsonSink:
         return self.path is None
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = jsonsafe.dumps(record, ensure_ascii=False) + "\n"
         if self._spool is not None:
             self._spool.write(line.encode("utf-8"))
         elif not self.closed_pipe:

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..images import BadImage, Placement, preprocess
 from ..runtime import Session
 from .inputs import Inputs, collect_inputs, open_image
-from .outputs import check_pictures_free, unique_stems
+from .outputs import check_pictures_free, check_save_dir, unique_stems
 from .records import Failure, Prediction, Record, Summary, Timing
 
 
@@ -50,6 +50,7 @@ def predict(inputs: Union[Inputs, Iterable[Union[str, Path]]], session: Session,
     if batch < 1 or top_k < 1:
         raise UserError("--batch and --top-k must be positive")
     save_dir = Path(save_dir) if save_dir is not None else None
+    check_save_dir(save_dir)
     if not isinstance(inputs, Inputs):
         inputs = collect_inputs(inputs, recursive, exclude=[save_dir])
     inputs.require()
@@ -208,8 +209,9 @@ class _Run:
 
     def _load(self, index: int, path: Path) -> _Loaded:
         t0 = time.perf_counter()
-        img = open_image(path)
-        x, placement = preprocess(img, self.meta.preprocessing, tuple(self.meta.input_size))
+        pre, size = self.meta.preprocessing, tuple(self.meta.input_size)
+        img = open_image(path, pre, size)
+        x, placement = preprocess(img, pre, size)
         keep = img if self.save_dir is not None else None
         return _Loaded(index, path, x, placement, keep, time.perf_counter() - t0)
 

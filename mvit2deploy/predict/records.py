@@ -23,6 +23,7 @@ JSON Lines schema (`mvit2deploy predict --json [FILE]`): one JSON object per inp
                            "category_id": int (the model's label index, 1..80 for COCO models),
                            "category_name": str, "score": float}   score > threshold, best first
       image_png   str | null   the photo with boxes, names and scores drawn, original size
+    non_finite    true         only when the model produced NaN / inf: those numbers are written as null
   ok: false
     error         str    one line: the file and the reason (e.g. "x.jpg: empty file (0 bytes)")
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from ..jsonsafe import flag_record
 from ..tasks import TaskResult
 
 
@@ -59,8 +61,9 @@ class Prediction:
     ok = True
 
     def to_json(self) -> dict:
-        return {"file": self.file, "width": self.width, "height": self.height, "task": self.task,
-                "model_id": self.model_id, "runtime": self.runtime, "ok": True, **self.result.to_json()}
+        return flag_record({"file": self.file, "width": self.width, "height": self.height, "task": self.task,
+                            "model_id": self.model_id, "runtime": self.runtime, "ok": True,
+                            **self.result.to_json()})
 
 
 Record = Union[Prediction, Failure]

@@ -12,6 +12,7 @@ version for a benchmark header). The compatibility rules between runtimes and mo
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Dict, Optional, Protocol, Tuple
@@ -22,7 +23,24 @@ from ..artifact import ArtifactMeta
 from ..errors import UserError
 from ..spec import CHECKPOINT_SUFFIXES, FORMATS, REFERENCE_RUNTIME, RUNTIMES, Runtime, format_of
 
-__all__ = ["RUNTIMES", "Session", "backend", "unavailable", "open_session", "default_runtime", "resolve", "spec_of"]
+__all__ = ["RUNTIMES", "Session", "backend", "unavailable", "open_session", "default_runtime", "resolve", "spec_of",
+           "check_threads"]
+THREADS_PER_CPU = 4  # --threads above 4 x os.cpu_count() only oversubscribes (100000 threads: minutes, GBs)
+
+
+def max_threads() -> int:
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
+def check_threads(threads: Optional[int], option: str = "--threads") -> None:
+    """The one bound on inference threads, for every runtime: 1 .. 4 x CPUs (None: the runtime's default)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"{option} {threads!r}: expected a positive integer")
+    if threads > max_threads():
+        raise UserError(f"{option} {threads}: at most {max_threads()} ({THREADS_PER_CPU} x the "
+                        f"{os.cpu_count() or 1} CPUs of this machine)")
 
 
 class Session(Protocol):
@@ -89,4 +107,5 @@ def open_session(model: str | Path, runtime: Optional[str] = None, threads: Opti
     """model: an artifact, or (the reference runtime) a zoo id, optionally `weights=`; checked by `resolve`.
     spinning=False lets ONNX Runtime's idle threads sleep (for pipelines that need CPU beside inference)."""
     _, runtime = resolve(str(model), runtime)
+    check_threads(threads)
     return backend(runtime).open(model, threads=threads, spinning=spinning, **options)

@@ -23,6 +23,9 @@ class TorchSession:
                  image_size: Optional[tuple] = None, seg_output: str = "mask", nms: bool = True,
                  score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = IOU_THRESHOLD,
                  max_detections: int = MAX_DETECTIONS):
+        from . import check_threads
+
+        check_threads(threads)
         if threads:
             torch.set_num_threads(threads)
         entry = get_entry(model_id)

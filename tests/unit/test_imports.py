@@ -13,8 +13,8 @@ PKG = Path(__file__).resolve().parents[2] / "mvit2deploy"
 
 # Lower layers never import higher ones. Modules of one layer may import each other (without a cycle).
 LAYERS = [
-    {"errors", "spec", "fs", "paths", "console", "data", "cpu"},
-    {"artifact", "images"},
+    {"errors", "spec", "fs", "paths", "console", "data", "cpu", "jsonsafe"},
+    {"artifact", "artifact_check", "images"},
     {"models"},
     {"hub"},
     {"tasks"},

@@ -1,94 +1,26 @@
-"""The local checkpoint cache: where official weights live, and their recorded hashes.
+"""Downloads of official weights: resumable, retried, bounded in size and time, hash-checked.
 
-Cache folder: $MVIT2DEPLOY_HOME, else `weights/cache/` in a source checkout (the editable install of
-setup.sh), else the user cache (`$XDG_CACHE_HOME` or ~/.cache, `/mvit2deploy/weights`: an installed wheel
-must never write into site-packages). `weights.lock.json` beside
-the files records each file's sha256 on first download/import and is checked on every use.
-Downloads use only urllib (no extra dependency); checkpoints are only read through `read_state_dict`
-(weights_only pickles / safetensors), so no file can run code.
+Only urllib (no extra dependency). A file is written to `<id>.pt.part`, resumed with a Range request after a
+dropped connection, checked against the lock's sha256 (or recorded on first download) and renamed into place.
 """
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from .errors import CheckpointError, UserError
-from .fs import sha256
-from .models import build_model, get_entry, list_models
-from .models import load_model as _load_model
-from .models.zoo import base_url as zoo_base_url
-from .paths import user_cache_dir
+from ..errors import CheckpointError
+from ..fs import sha256
+from ..models import get_entry
+from ..models.zoo import base_url as zoo_base_url
+from .store import WeightsError, cache_file, check_loads, home, lock_path, read_lock, record, require_cached
 
-
-# The project's top-level weights/ folder (beside the package in a checkout).
-PROJECT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-
-
-class WeightsError(UserError, RuntimeError):
-    """Missing, unverifiable or refused weights (a user/environment error, exit code 2)."""
-
-
-def home() -> Path:
-    env = os.environ.get("MVIT2DEPLOY_HOME")
-    if env:
-        return Path(env)
-    if (PROJECT_WEIGHTS.parent / "pyproject.toml").is_file():  # a source checkout
-        return PROJECT_WEIGHTS / "cache"
-    return user_cache_dir("weights")
-
-
-def lock_path() -> Path:
-    return home() / "weights.lock.json"
-
-
-def read_lock() -> Dict[str, dict]:
-    p = lock_path()
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def write_lock(lock: Dict[str, dict]) -> None:
-    p = lock_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(lock, indent=1, sort_keys=True))
-    tmp.replace(p)
-
-
-def cache_file(model_id: str) -> Path:
-    get_entry(model_id)  # validates the id
-    return home() / f"{model_id}.pt"
-
-
-def cached(model_id: str) -> Optional[Path]:
-    p = cache_file(model_id)
-    return p if p.is_file() else None
-
-
-def require_cached(model_id: str) -> Path:
-    """The cached official checkpoint, its hash checked against the lock file."""
-    p = cached(model_id)
-    if p is None:
-        raise WeightsError(
-            f"no cached weights for {model_id}: run `mvit2deploy weights pull {model_id}` (needs internet), "
-            f"or `mvit2deploy weights import FILE --as {model_id}`, or pass --weights FILE or --random-init")
-    rec = read_lock().get(model_id)
-    if rec and rec.get("sha256") != sha256(p):
-        raise WeightsError(f"{p} does not match its recorded sha256: refusing it "
-                           f"(remove it and pull again, or `mvit2deploy weights verify`)")
-    return p
-
-
-# ---- pull / import / verify ---------------------------------------------------------------------
 
 CHUNK = 1 << 16  # 64 KiB reads: small enough for a smooth progress bar, large enough to be cheap
 DEFAULT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds; the read timeout is per read, not per file
@@ -108,7 +40,76 @@ class _Retryable(Exception):
 
 
 def resolve_base_url(base_url: Optional[str] = None) -> str:
-    return base_url or os.environ.get("MVIT2DEPLOY_BASE_URL") or zoo_base_url()
+    """--base-url, else $MVIT2DEPLOY_BASE_URL, else the manifest's; an http(s) URL with a host, or one line."""
+    from urllib.parse import urlsplit
+
+    given, where = (base_url, "--base-url") if base_url else (os.environ.get("MVIT2DEPLOY_BASE_URL"),
+                                                               "MVIT2DEPLOY_BASE_URL")
+    if not given:
+        return zoo_base_url()
+    try:
+        parts = urlsplit(given)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise WeightsError(f"{where} {given!r}: not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in given):
+        raise WeightsError(f"{where} {given!r}: not an http(s) URL (expected e.g. https://mirror.example/models/)")
+    return given
+
+
+# ---- download limits: a size cap and an overall deadline per file ----------------------------------------------
+
+DEFAULT_MAX_DOWNLOAD_MB = 1024.0  # $MVIT2DEPLOY_MAX_DOWNLOAD_MB: the cap when no size is recorded for the file
+DEFAULT_DEADLINE_S = 1800.0  # $MVIT2DEPLOY_DOWNLOAD_DEADLINE_S: one file, all attempts together
+BYTES_PER_PARAM = 8  # manifest bound: twice fp32 per parameter, plus a margin for buffers and pickle framing
+MANIFEST_MARGIN = 16 << 20
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise WeightsError(f"${name}={raw!r}: expected a positive number")
+    return value
+
+
+@dataclass
+class Limits:
+    max_bytes: int
+    why: str  # where the cap comes from, for the message
+    deadline_s: float
+
+    def __post_init__(self):
+        self.end = time.monotonic() + self.deadline_s
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+def download_limits(model_id: str, lock: Dict[str, dict]) -> Limits:
+    """The size cap of one file: its recorded size in the lock (exact), else the smaller of the manifest's bound
+    (parameter count) and $MVIT2DEPLOY_MAX_DOWNLOAD_MB; and the overall deadline."""
+    cap_mb = _env_number("MVIT2DEPLOY_MAX_DOWNLOAD_MB", DEFAULT_MAX_DOWNLOAD_MB)
+    deadline = _env_number("MVIT2DEPLOY_DOWNLOAD_DEADLINE_S", DEFAULT_DEADLINE_S)
+    env_cap = int(cap_mb * 1e6)
+    rec = lock.get(model_id) or {}
+    if isinstance(rec.get("size"), int) and rec.get("source") == "download" and rec["size"] <= env_cap:
+        return Limits(rec["size"], f"the size recorded in {lock_path().name}", deadline)
+    params = getattr(get_entry(model_id), "params_m", None)
+    if isinstance(params, (int, float)) and params > 0:
+        bound = int(params * 1e6 * BYTES_PER_PARAM) + MANIFEST_MARGIN
+        if bound < env_cap:
+            return Limits(bound, f"{params:g} M parameters in the manifest", deadline)
+    return Limits(env_cap, f"MVIT2DEPLOY_MAX_DOWNLOAD_MB={cap_mb:g}", deadline)
+
+
+class DownloadStopped(WeightsError):
+    """Over the size cap or past the deadline: not retried."""
 
 
 def model_url(model_id: str, base_url: Optional[str] = None) -> str:
@@ -118,22 +119,6 @@ def model_url(model_id: str, base_url: Optional[str] = None) -> str:
 def part_file(model_id: str) -> Path:
     return cache_file(model_id).with_name(f"{model_id}.pt.part")
 
-
-def _record(model_id: str, path: Path, url: Optional[str], source: str) -> str:
-    digest = sha256(path)
-    lock = read_lock()
-    lock[model_id] = {"sha256": digest, "size": path.stat().st_size, "url": url, "source": source,
-                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_lock(lock)
-    return digest
-
-
-def check_loads(path: Path, model_id: str) -> str:
-    """Strictly load `path` into a fresh model of `model_id`; returns the layout. Raises CheckpointError."""
-    from .models.checkpoint import load_into, read_state_dict
-
-    model = build_model(get_entry(model_id))
-    return load_into(model, read_state_dict(path), name=model_id, source=path.name)
 
 
 def _timeouts(timeout: Union[float, Tuple[float, float]]) -> Tuple[float, float]:
@@ -152,8 +137,21 @@ def _content_range_start(value: Optional[str]) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def _over_cap(model_id: str, part: Path, limits: Limits, what: str) -> DownloadStopped:
+    part.unlink(missing_ok=True)  # more than the file can be: what arrived is not worth keeping
+    return DownloadStopped(f"cannot download {model_id}: {what}, more than the {limits.max_bytes / 1e6:.1f} MB "
+                           f"limit ({limits.why}); stopped and removed {part.name}")
+
+
+def _past_deadline(model_id: str, part: Path, limits: Limits) -> DownloadStopped:
+    have = part.stat().st_size if part.is_file() else 0
+    kept = f"; {have} bytes kept in {part.name}, pull again to resume" if have else ""
+    return DownloadStopped(f"cannot download {model_id}: not finished within {limits.deadline_s:g} s "
+                           f"(MVIT2DEPLOY_DOWNLOAD_DEADLINE_S){kept}")
+
+
 def _attempt(url: str, part: Path, timeouts: Tuple[float, float], validator: Dict[str, str],
-             progress: Optional[Progress]) -> bool:
+             progress: Optional[Progress], limits: Optional[Limits] = None, model_id: str = "") -> bool:
     """One HTTP request appending to `part`. True when complete; raises _Retryable on a cut transfer."""
     have = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": USER_AGENT}
@@ -173,27 +171,41 @@ def _attempt(url: str, part: Path, timeouts: Tuple[float, float], validator: Dic
         else:  # fresh start, or the server ignored Range (plain 200): restart cleanly
             mode, done = "wb", 0
         total = done + length if length is not None else None
+        if limits is not None and total is not None and total > limits.max_bytes:
+            raise _over_cap(model_id, part, limits, f"the server announces {total} bytes")
         validator["v"] = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
         if progress:
             progress(done, total)
         with open(part, mode) as f:
             try:
                 while True:
-                    block = resp.read(CHUNK)
+                    if limits is not None:
+                        if limits.left() <= 0:
+                            f.flush()
+                            raise _past_deadline(model_id, part, limits)
+                        _set_read_timeout(resp, max(0.05, min(timeouts[1], limits.left())))
+                    block = resp.read1(CHUNK)  # what has arrived, so a stall or a cut loses nothing
                     if not block:
                         break
                     f.write(block)
                     done += len(block)
+                    if limits is not None and done > limits.max_bytes:
+                        f.close()
+                        raise _over_cap(model_id, part, limits, f"the server sent over {limits.max_bytes} bytes")
                     if progress:
                         progress(done, total)
             except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                if limits is not None and limits.left() <= 0:
+                    f.flush()
+                    raise _past_deadline(model_id, part, limits) from None
                 raise _Retryable(f"transfer interrupted at {done} bytes ({exc or type(exc).__name__})") from None
     if total is not None and done < total:
         raise _Retryable(f"transfer cut at {done} of {total} bytes")
     return True
 
 
-def _download(model_id: str, url: str, part: Path, timeout, retries: int, progress: Optional[Progress]) -> None:
+def _download(model_id: str, url: str, part: Path, timeout, retries: int, progress: Optional[Progress],
+              limits: Optional[Limits] = None) -> None:
     """Fetch `url` into `part`, resuming with Range after a cut. Retries only once the server has answered:
     an unreachable server is reported at once (offline use must fail fast, not after minutes of backoff)."""
     timeouts = _timeouts(timeout)
@@ -201,8 +213,12 @@ def _download(model_id: str, url: str, part: Path, timeout, retries: int, progre
     reached, validator = False, {}
     for attempt in range(retries + 1):
         before = part.stat().st_size if part.is_file() else 0
+        if limits is not None and limits.left() <= 0:
+            raise _past_deadline(model_id, part, limits)
         try:
-            _attempt(url, part, timeouts, validator, progress)
+            _attempt(url, part, timeouts if limits is None else (min(timeouts[0], max(0.05, limits.left())),
+                                                                 timeouts[1]),
+                     validator, progress, limits, model_id)
             return
         except HTTPError as exc:
             reached = True
@@ -228,7 +244,8 @@ def _download(model_id: str, url: str, part: Path, timeout, retries: int, progre
             kept = f"; the partial file {part.name} is kept, pull again to resume" if part.is_file() else ""
             raise WeightsError(f"cannot download {model_id}: {why} (gave up after {retries + 1} attempts){kept}")
         progressed = part.is_file() and part.stat().st_size > before
-        time.sleep(0 if progressed else BACKOFF_S * min(2 ** attempt, 8))
+        pause = 0 if progressed else BACKOFF_S * min(2 ** attempt, 8)
+        time.sleep(pause if limits is None else max(0.0, min(pause, limits.left())))
 
 
 def pull(model_id: str, base_url: Optional[str] = None, timeout=DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
@@ -240,14 +257,15 @@ def pull(model_id: str, base_url: Optional[str] = None, timeout=DEFAULT_TIMEOUT,
     and against the lock's recorded sha256, and only then renamed into place.
     """
     target, part = cache_file(model_id), part_file(model_id)
+    url = model_url(model_id, base_url)  # a bad --base-url is refused before anything is touched
+    limits = download_limits(model_id, read_lock())  # so is a damaged lock file
     if force:  # "download again from scratch"; the lock's recorded hash still applies
         target.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
     elif target.is_file():
         return require_cached(model_id)
-    url = model_url(model_id, base_url)
     home().mkdir(parents=True, exist_ok=True)
-    _download(model_id, url, part, timeout, retries, progress)
+    _download(model_id, url, part, timeout, retries, progress, limits)
     try:
         check_loads(part, model_id)
     except CheckpointError as exc:
@@ -262,74 +280,7 @@ def pull(model_id: str, base_url: Optional[str] = None, timeout=DEFAULT_TIMEOUT,
                            f"changed, delete its entry in {lock_path()} and pull again)")
     os.replace(part, target)
     if not rec or rec.get("sha256") != digest:
-        _record(model_id, target, url, "download")
+        record(model_id, target, url, "download")
     return target
 
 
-def import_file(path: Union[str, Path], model_id: str, force: bool = False) -> Path:
-    """Store a local checkpoint (any supported layout) as the cached official-layout file of `model_id`."""
-    path = Path(path)
-    target = cache_file(model_id)
-    if target.is_file() and not force:
-        raise WeightsError(f"{model_id} is already cached ({target}); pass --force to replace it")
-    import torch
-
-    from .models.checkpoint import load_into, read_state_dict
-
-    model = build_model(get_entry(model_id))
-    try:
-        layout = load_into(model, read_state_dict(path), name=model_id, source=path.name)
-    except CheckpointError as exc:
-        raise WeightsError(f"cannot import {path.name} as {model_id}: {exc}") from None
-    # Save the loaded module's state_dict: every official key, so later loads are plain strict official
-    # loads (layouts that lack training-only keys, e.g. HF's aux head, keep the fresh init for those).
-    home().mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{model_id}.", suffix=".import", dir=home())
-    os.close(fd)
-    try:
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    _record(model_id, target, None, f"{path.name} ({layout})")
-    return target
-
-
-@dataclass
-class VerifyResult:
-    model_id: str
-    ok: bool
-    detail: str
-    sha256: Optional[str] = None
-
-
-def verify(model_id: str) -> VerifyResult:
-    """Recheck a cached file: its sha256 against the lock, then a strict load into its architecture."""
-    p = cached(model_id)
-    if p is None:
-        return VerifyResult(model_id, False, "not cached")
-    digest = sha256(p)
-    rec = read_lock().get(model_id)
-    if rec is None:
-        note = "no lock record; "
-    elif rec.get("sha256") != digest:
-        return VerifyResult(model_id, False, f"sha256 mismatch (lock {rec.get('sha256', '?')[:12]}...)", digest)
-    else:
-        note = ""
-    try:
-        layout = check_loads(p, model_id)
-    except CheckpointError as exc:
-        return VerifyResult(model_id, False, f"{note}does not load: {exc}", digest)
-    return VerifyResult(model_id, True, f"{note}hash ok, loads strictly ({layout} layout)", digest)
-
-
-def cached_ids() -> List[str]:
-    return [e.id for e in list_models() if cached(e.id)]
-
-
-def load_model(model_id: str, weights: Optional[Union[str, Path]] = None):
-    """`models.load_model`, where weights may also be "official": the cached official checkpoint
-    (hash-verified; see `mvit2deploy weights pull`). None: random weights from a fixed seed."""
-    if weights is not None and str(weights) == "official":
-        weights = require_cached(model_id)
-    return _load_model(model_id, weights)
