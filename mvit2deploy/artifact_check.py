@@ -14,7 +14,7 @@ from dataclasses import MISSING, fields
 from typing import Callable, Dict, Tuple
 
 from .errors import UserError
-from .spec import FORMATS, PRECISIONS, REFERENCE_RUNTIME, SEG_OUTPUTS, TASKS
+from .spec import EXPORT_TARGETS, FORMATS, PRECISIONS, REFERENCE_RUNTIME, SEG_OUTPUTS, TASKS
 
 PREFIX = "mvit2deploy."
 MAX_SIDE = 8192  # input_size / resize_size sanity bound (export allows 32..2048)
@@ -149,6 +149,8 @@ OPTIONS = {  # the known task options; others are ignored
     "iou_threshold": _number(0.0, 1.0, lo_open=True),
     "max_detections": _int(1, 100_000),
     "top_k_per_class": _int(1, 100_000),
+    "target": _one_of(*EXPORT_TARGETS),
+    "ort_style": _one_of(*sorted({t.ort_style for t in EXPORT_TARGETS.values()})),
 }
 
 TOP = {  # field -> (JSON-encoded?, check)
@@ -165,6 +167,7 @@ TOP = {  # field -> (JSON-encoded?, check)
     "outputs": (True, _list(_nonempty_str, (0, 64))),
     "options": (True, _dict),
     "validation": (True, _dict),
+    "readiness": (True, _dict),
     "version": (False, _str),
     "export_date": (False, _str),
     "schema": (True, _int(1, 1_000_000)),

@@ -1,7 +1,6 @@
 """`mvit2deploy bench attention`: one attention layer (MHSA, Linformer, separable) timed against the token count."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -9,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from .. import jsonsafe
 from ..console import console, say
 from ..errors import UserError
 from ._common import run_guarded
@@ -61,7 +61,7 @@ def attention(
     if json_file is not None:
         from ..fs import atomic_write
 
-        atomic_write(json_file, json.dumps({"rows": [asdict(r) for r in result.rows], "slopes": result.slopes,
+        atomic_write(json_file, jsonsafe.dumps({"rows": [asdict(r) for r in result.rows], "slopes": result.slopes,
                                             "load_avg": result.load, "heads": ab.HEADS,
                                             "max_attn_mb": ab.MAX_ATTN_MB, "linformer_k": linformer_k}, indent=1))
         say(f"wrote {json_file}")

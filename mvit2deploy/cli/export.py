@@ -1,7 +1,6 @@
 """`mvit2deploy export`: a thin layer over `mvit2deploy.export.export`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from .. import jsonsafe
 from ..console import console, err_console, escape, note, say
 from ..errors import UserError
 from ..export import DEFAULT_DIR, ExportOptions, ValidationFailed, export
@@ -107,7 +107,7 @@ def export_cmd(
     if result.meta.random_init:
         note("random weights (--random-init): fine for latency, meaningless predictions", err=True)
     if as_json:
-        console.print_json(json.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
+        console.print_json(jsonsafe.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
                                        "validation": result.report.to_dict(), "warnings": result.warnings,
                                        "readiness": _readiness(result) if _has_readiness(result) else None}))

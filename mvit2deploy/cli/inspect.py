@@ -6,13 +6,13 @@ file's names print as they are, never as markup.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List
 
 import typer
 from rich.table import Table
 
+from .. import jsonsafe
 from ..console import console, escape, say, tagged
 from ._common import run_guarded
 
@@ -75,7 +75,7 @@ def inspect_cmd(
 
     report = inspect_artifact(artifact)
     if as_json:
-        console.print_json(json.dumps(report))
+        console.print_json(jsonsafe.dumps(report))
         return
     meta = report["artifact"]
     if meta:

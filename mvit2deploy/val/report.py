@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .. import jsonsafe
 from ..fs import atomic_write
 from .metrics import METRIC_KEYS, PRIMARY
 
@@ -75,7 +76,7 @@ def gates(result, max_drop: Optional[float], min_metric: Optional[float]) -> Lis
 # ---- files -------------------------------------------------------------------------------------------------
 
 def to_json(result) -> str:
-    return json.dumps(result.to_dict(), indent=1, ensure_ascii=False, allow_nan=False)
+    return jsonsafe.dumps(result.to_dict(), indent=1, ensure_ascii=False)
 
 
 def csv_rows(result) -> List[dict]:
@@ -146,7 +147,7 @@ def write_save_dir(result, save_dir: Path) -> None:
             continue
         if result.task == "detection":
             atomic_write(save_dir / "detections" / f"{slug(row.label)}.json",
-                         json.dumps(result.scorers[i].metric.results_json()))
+                         jsonsafe.dumps(result.scorers[i].metric.results_json()))
         if row.reference:
             continue
         for rank, (value, path) in enumerate(result.scorers[i].worst.ranked(), 1):
