@@ -18,6 +18,7 @@ from .measure import measure, measure_interleaved
 from .planning import plan
 from .rows import MEASURED, BenchResult, BenchRow, BenchSettings, Config, check_settings, series_key
 from .timing import input_tensor
+from .verdicts import int8_verdicts
 
 Progress = Callable[[str], None]
 
@@ -124,7 +125,7 @@ def _run_notes(rows: List[BenchRow], env: Dict[str, object], settings: BenchSett
                      "pessimistic numbers (PyTorch's OpenMP threads suffer most from oversubscription)")
     if any(r.state == MEASURED and r.runs < 100 for r in rows):
         notes.append("p99 of fewer than 100 timed runs is close to the slowest run")
-    return notes
+    return notes + int8_verdicts(rows)
 
 
 def _settings_record(settings: BenchSettings) -> Dict[str, object]:
