@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mvit2deploy.bench import BenchSettings, plan, run_bench, stats
-from mvit2deploy.bench.report import to_csv, to_markdown, write_outputs
+from mvit2deploy.bench.report import csv_fields, to_csv, to_markdown, write_outputs
 from mvit2deploy.bench.rows import ROW_FIELDS, BenchSettings as _Settings
 from mvit2deploy.bench.timing import time_runs
 from mvit2deploy.errors import UserError
@@ -100,13 +100,16 @@ def test_json_csv_markdown(result, tmp_path):
                 assert isinstance(row[k], t), (k, row[k])
     with open(c, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ROW_FIELDS and len(rows) == len(result.rows)
+    # without --data, the CSV has the JSON row fields but the (then empty) metrics
+    assert csv_fields(result) == [f for f in ROW_FIELDS if f != "metrics"]
+    assert list(rows[0]) == csv_fields(result) and len(rows) == len(result.rows)
     first = rows[0]
     assert float(first["mean_ms"]) == pytest.approx(result.rows[0].mean_ms)
     md = m.read_text()
     assert "| status | model | runtime |" in md and "| cpu |" in md
     assert md.count("| mobilevitv2-0.5 |") == len(result.rows) and "### Methodology" in md
-    assert to_csv(result).splitlines()[0].split(",") == ROW_FIELDS and to_markdown(result)
+    assert "top-1 %" not in md and "| data |" not in md and doc["dataset"] is None  # no --data: no metric column
+    assert to_csv(result).splitlines()[0].split(",") == csv_fields(result) and to_markdown(result)
 
 
 def test_stats():

@@ -5,6 +5,8 @@
                        sizes=[(256, 256)], batches=[1], settings=BenchSettings(threads=2, runs=50))
     result.rows  # one BenchRow per configuration: status, parity, session/first-run time, latency stats
 
+    run_bench(..., data="imagenet-val/", data_limit=500)  # + each measured row's val metrics (row.metrics)
+
 Model ids are exported on the fly into a cache (`~/.cache/mvit2deploy/bench`, or `--cache-dir`), keyed by id,
 image size, precision, weights and format, and reused when present. Without cached official weights (and no
 `--weights`) a randomly initialised network is benchmarked: latency does not depend on the weight values, and
@@ -33,6 +35,8 @@ Methodology
   and batch take turns (`--rounds N`, default 5): each warms up, then in each round gets a pause, two untimed
   runs and its share of the timed runs, so host drift hits them all alike; `--rounds 1` runs them one at a time.
 * torch eager runs fp32 only: torch fp16/int8 combinations are skipped with a note (not rows).
+* --data DATASET (bench/data.py): checked before any export, scored by val's library after the last timed round,
+  each distinct session once, all in one decoding pass; never between timed turns.
 * Core ML runs only on macOS 12+ (`--compute-units`); elsewhere its rows are ❎ with the runtime's reason, the
   artifact size shown when the Core ML export itself worked, and no timings.
 """

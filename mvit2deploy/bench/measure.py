@@ -63,8 +63,16 @@ def _session_options(cfg: Config, w: Optional[Weights], settings: BenchSettings)
     return {}
 
 
+def open_runtime(cfg: Config, prepared: Prepared, w: Optional[Weights], settings: BenchSettings):
+    """The session a configuration is timed with (bench --data scores the very same kind of session)."""
+    from ..runtime import open_session
+
+    model = cfg.model if cfg.runtime == REFERENCE_RUNTIME else prepared.path
+    return open_session(model, runtime=cfg.runtime, threads=settings.threads, **_session_options(cfg, w, settings))
+
+
 def open_config(cfg: Config, prepared: Prepared, w: Optional[Weights], settings: BenchSettings) -> Opened:
-    from ..runtime import open_session, unavailable
+    from ..runtime import unavailable
 
     row = new_row(cfg, prepared, w, settings)
     refusal = unavailable(cfg.runtime, **conditions(cfg, settings))
@@ -76,11 +84,9 @@ def open_config(cfg: Config, prepared: Prepared, w: Optional[Weights], settings:
         return Opened(row.decide(NOT_RUNNABLE, refusal))
     if prepared.error:
         return Opened(row.decide(FAILED, prepared.error))
-    model = cfg.model if cfg.runtime == REFERENCE_RUNTIME else prepared.path
     try:
         t = time.perf_counter()
-        session = open_session(model, runtime=cfg.runtime, threads=settings.threads,
-                               **_session_options(cfg, w, settings))
+        session = open_runtime(cfg, prepared, w, settings)
         row.session_ms = (time.perf_counter() - t) * 1e3
     except Exception as exc:
         return Opened(row.decide(FAILED, reason_of(exc)))

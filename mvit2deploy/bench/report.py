@@ -13,10 +13,11 @@ from ..errors import UserError
 from ..fs import atomic_write, check_writable
 from .rows import ROW_FIELDS, BenchResult, BenchRow
 
-COLUMNS = ("", "model", "runtime", "precision", "size", "batch", "weights", "MB", "max abs err", "agree",
+METRIC = "metric"  # the --data column (status, size, metric, latency, FPS); headed by the task's main metric
+COLUMNS = ("", "model", "runtime", "precision", "size", "batch", "weights", "MB", METRIC, "max abs err", "agree",
            "session ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms", "std ms", "img/s")
-RIGHT = {"batch", "MB", "max abs err", "agree", "session ms", "first ms", "mean ms", "p50 ms", "p90 ms", "p99 ms",
-         "std ms", "img/s"}
+RIGHT = {"batch", "MB", METRIC, "max abs err", "agree", "session ms", "first ms", "mean ms", "p50 ms", "p90 ms",
+         "p99 ms", "std ms", "img/s"}
 
 METHODOLOGY = [
     "Fixed threads: `torch.set_num_threads(N)` (inter-op 1) for PyTorch; ONNX Runtime `intra_op_num_threads=N`, "
@@ -49,28 +50,60 @@ def _num(v: Optional[float], fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def footnotes(rows: List[BenchRow]) -> Tuple[Dict[int, int], List[str]]:
-    """Row index -> footnote number, and the distinct reasons in order."""
+def footnotes(rows: List[BenchRow]) -> Tuple[Dict[int, int], Dict[int, int], List[str]]:
+    """Row index -> footnote number of its status reason, and of why it has no metric; the distinct reasons in
+    order."""
     reasons: List[str] = []
-    index: Dict[int, int] = {}
+    status: Dict[int, int] = {}
+    metric: Dict[int, int] = {}
     for i, r in enumerate(rows):
-        if r.reason:
-            if r.reason not in reasons:
-                reasons.append(r.reason)
-            index[i] = reasons.index(r.reason) + 1
-    return index, reasons
+        for text, index in ((r.reason, status), (r.metrics_reason, metric)):
+            if text:
+                if text not in reasons:
+                    reasons.append(text)
+                index[i] = reasons.index(text) + 1
+    return status, metric, reasons
 
 
-def cells(r: BenchRow, note: Optional[int]) -> List[str]:
+def metric_key(result: BenchResult) -> Optional[str]:
+    """The main metric shown in the table (top1 / miou / map); None without --data."""
+    return None if result.dataset is None else str(result.dataset["metric"])
+
+
+def columns(result: BenchResult) -> List[Tuple[str, bool]]:
+    """(header, right-aligned) of each column: the metric column only with --data, headed as val heads it."""
+    from ..val.report import METRIC_NAMES
+
+    key = metric_key(result)
+    return [(METRIC_NAMES[key] if c == METRIC else c, c in RIGHT) for c in COLUMNS if c != METRIC or key]
+
+
+def _metric_cell(r: BenchRow, key: str, note: Optional[int]) -> str:
+    from ..val.report import pct
+
+    value = (r.metrics or {}).get(key)
+    return pct(value) + (f" [{note}]" if note else "")
+
+
+def cells(r: BenchRow, note: Optional[int], metric: Optional[str] = None, metric_note: Optional[int] = None
+          ) -> List[str]:
+    """A row's cells in COLUMNS order; the metric cell only when `metric` (the main metric's key) is given."""
     status = r.status + (f" [{note}]" if note else "")
     weights = "random" if r.random_init else r.weights
     # a given file is named too: two artifacts of one model id are otherwise indistinguishable rows
     model = f"{r.model} ({Path(r.artifact).name})" if r.artifact_source == "given" and r.artifact else r.model
-    return [status, model, r.runtime + (f" ({r.compute_units})" if r.compute_units else ""), r.precision,
-            r.image_size, str(r.batch), weights, _num(r.artifact_mb, ".2f"),
-            _num(r.parity_max_abs_err, ".2e") + (" ✗" if r.parity_passed is False else ""),
-            _num(r.parity_agreement, ".3f"), _ms(r.session_ms), _ms(r.first_run_ms), _ms(r.mean_ms), _ms(r.p50_ms),
-            _ms(r.p90_ms), _ms(r.p99_ms), _ms(r.std_ms), _num(r.fps, ".1f")]
+    return ([status, model, r.runtime + (f" ({r.compute_units})" if r.compute_units else ""), r.precision,
+             r.image_size, str(r.batch), weights, _num(r.artifact_mb, ".2f")]
+            + ([_metric_cell(r, metric, metric_note)] if metric else [])
+            + [_num(r.parity_max_abs_err, ".2e") + (" ✗" if r.parity_passed is False else ""),
+               _num(r.parity_agreement, ".3f"), _ms(r.session_ms), _ms(r.first_run_ms), _ms(r.mean_ms),
+               _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms), _ms(r.std_ms), _num(r.fps, ".1f")])
+
+
+def table_cells(result: BenchResult) -> List[List[str]]:
+    status, metric, _ = footnotes(result.rows)
+    key = metric_key(result)
+    return [cells(r, status.get(i), key, metric.get(i)) for i, r in enumerate(result.rows)]
 
 
 def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
@@ -81,6 +114,7 @@ def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
     runs = f"until {s['min_time']:g} s of timed runs" if s.get("min_time") else f"{s['runs']} timed runs"
     if s.get("rounds", 1) > 1:
         runs += f", interleaved in {s['rounds']} rounds per size and batch"
+    data = [] if result.dataset is None else [("data", data_line(result.dataset))]
     return [("cpu", f"{e['cpu']} ({e['machine']}), {e['usable_cores']} usable of {e['logical_cores']} logical cores"),
             ("cpu features", ", ".join(f"{k} {'yes' if ok else 'no'}"
                                        for k, ok in (e.get("cpu_features") or {}).items()) or "-"),
@@ -88,7 +122,16 @@ def env_lines(result: BenchResult) -> List[Tuple[str, str]]:
             ("python", str(e["python"])),
             ("versions", versions), ("opset", str(e.get("opset") or "-")),
             ("load average", f"{e.get('load_average_start')} at start, {e.get('load_average_end')} at end"),
-            ("runs", f"warm-up >= {s['warmup']} (+ settling), {runs}"), ("date", str(e["date"]))]
+            ("runs", f"warm-up >= {s['warmup']} (+ settling), {runs}"), ("date", str(e["date"]))] + data
+
+
+def data_line(d: Dict[str, object]) -> str:
+    """The --data header line: where, which layout, how many images were scored, and the metric's source."""
+    subset = f", --data-limit {d['limit']}" if d.get("limit") else ""
+    failed = f", {len(d['failed'])} unreadable" if d.get("failed") else ""
+    partial = ", PARTIAL (interrupted)" if d.get("partial") else ""
+    return (f"{d['path']} ({d['layout']}, {d['task']}): {d['evaluated']} of {d['images']} images scored{subset}"
+            f"{failed}{partial}; {d['metric']} of each row's own artifact and runtime, after the timing")
 
 
 def rich_table(result: BenchResult, title: str = "mvit2deploy bench"):
@@ -96,12 +139,11 @@ def rich_table(result: BenchResult, title: str = "mvit2deploy bench"):
     from rich.table import Table
     from rich.text import Text
 
-    index, _ = footnotes(result.rows)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
-    for col in COLUMNS:
-        table.add_column(col, justify="right" if col in RIGHT else "left", no_wrap=col in ("", "model"))
-    for i, r in enumerate(result.rows):
-        table.add_row(*(Text(c) for c in cells(r, index.get(i))))  # model ids and file names: never markup
+    for col, right in columns(result):
+        table.add_column(col, justify="right" if right else "left", no_wrap=col in ("", "model"))
+    for row in table_cells(result):
+        table.add_row(*(Text(c) for c in row))  # model ids and file names: never markup
     return table
 
 
@@ -121,7 +163,7 @@ def print_result(result: BenchResult, console) -> None:
     for k, v in env_lines(result):
         line((f"{k:<13}", "bold"), v)
     console.print(rich_table(result))
-    _, reasons = footnotes(result.rows)
+    _, _, reasons = footnotes(result.rows)
     for n, reason in enumerate(reasons, 1):
         line(f"[{n}] {reason}")
     for note in result.notes:
@@ -136,12 +178,23 @@ def to_json(result: BenchResult) -> str:
     return jsonsafe.dumps(result.to_dict(), indent=1, ensure_ascii=False)
 
 
+def csv_fields(result: BenchResult) -> List[str]:
+    """The JSON row fields, `metrics` spread into one column per metric (val's keys; none without --data)."""
+    from ..val.metrics import METRIC_KEYS
+
+    keys = list(METRIC_KEYS[str(result.dataset["task"])]) if result.dataset is not None else []
+    i = ROW_FIELDS.index("metrics")
+    return ROW_FIELDS[:i] + keys + ROW_FIELDS[i + 1:]
+
+
 def to_csv(result: BenchResult) -> str:
+    fields = csv_fields(result)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in result.rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+        flat = {**asdict(r), **(r.metrics or {})}
+        writer.writerow({k: ("" if flat.get(k) is None else flat[k]) for k in fields})
     return buf.getvalue()
 
 
@@ -151,20 +204,22 @@ def to_markdown(result: BenchResult, title: str = "Benchmark", plot: Optional[st
     if result.command:
         out += ["```sh", result.command, "```", ""]
     out += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in env_lines(result)] + [""]
-    index, reasons = footnotes(result.rows)
-    out.append("| " + " | ".join(c or "status" for c in COLUMNS) + " |")
-    out.append("|" + "|".join("---:" if c in RIGHT else "---" for c in COLUMNS) + "|")
-    for i, r in enumerate(result.rows):
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(r, index.get(i))) + " |")
+    _, _, reasons = footnotes(result.rows)
+    out.append("| " + " | ".join(c or "status" for c, _ in columns(result)) + " |")
+    out.append("|" + "|".join("---:" if right else "---" for _, right in columns(result)) + "|")
+    for row in table_cells(result):
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
     out.append("")
     for n, reason in enumerate(reasons, 1):
         out.append(f"[{n}] {reason}  ")
     if reasons:
         out.append("")
     out += [f"- {note}" for note in result.notes]
-    out.append(f"- ✅ measured, ❎ not runnable on this machine (exported where possible), ❌ failed; "
-               "MB = artifact size; max abs err / agree = parity with PyTorch (✗: the export-time validation "
-               "failed, benched with --keep-failed); img/s = batch * 1000 / mean ms. "
+    metric = ("the metric (%) is val's on --data, of each row's own artifact and runtime; "
+              if result.dataset is not None else "")
+    out.append("- ✅ measured, ❎ not runnable on this machine (exported where possible), ❌ failed; "
+               f"MB = artifact size; {metric}max abs err / agree = parity with PyTorch (✗: the export-time "
+               "validation failed, benched with --keep-failed); img/s = batch * 1000 / mean ms. "
                f"Total time {result.seconds:.0f} s.")
     out.append("")
     if result.slopes:

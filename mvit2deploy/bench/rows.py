@@ -89,6 +89,8 @@ class BenchRow:
     artifact: Optional[str] = None
     artifact_source: Optional[str] = None  # cache | exported | given
     artifact_mb: Optional[float] = None
+    metrics: Optional[Dict[str, Optional[float]]] = None  # --data: val's metrics of this row (fractions in [0, 1])
+    metrics_reason: Optional[str] = None  # --data: why a measured row has no metrics
     parity_max_abs_err: Optional[float] = None
     parity_agreement: Optional[float] = None
     parity_metric: Optional[str] = None
@@ -134,14 +136,18 @@ class BenchResult:
     slopes: Dict[str, Optional[float]]
     command: Optional[str] = None
     seconds: float = 0.0
+    dataset: Optional[Dict[str, object]] = None  # --data: val's dataset description (+ "metric", the main one)
 
     @property
     def failed(self) -> bool:
-        return any(r.state == FAILED for r in self.rows)
+        """A row failed, or with --data: an image could not be read or a measured row has no metrics."""
+        data_failed = self.dataset is not None and (bool(self.dataset.get("failed")) or any(
+            r.state == MEASURED and r.metrics is None for r in self.rows))
+        return data_failed or any(r.state == FAILED for r in self.rows)
 
     def to_dict(self) -> dict:
         return {"schema": 1, "command": self.command, "environment": self.environment, "settings": self.settings,
-                "notes": self.notes, "rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
+                "dataset": self.dataset, "notes": self.notes, "rows": [asdict(r) for r in self.rows], "skipped": self.skipped,
                 "slopes": self.slopes, "seconds": round(self.seconds, 1)}
 
 

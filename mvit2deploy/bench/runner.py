@@ -1,7 +1,8 @@
 """A bench run: plan the configurations, export what is missing into the cache, then time every configuration.
 
 Two phases: all exports first (so no export competes with a measurement), then the measurements in plan order
-(model, image size, batch, runtime, precision), the configurations of one size and batch taking turns.
+(model, image size, batch, runtime, precision), the configurations of one size and batch taking turns. With
+--data, the dataset is checked before the first phase and scored after the second (bench/data.py).
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..spec import DEFAULT_OPSET
 from . import stats
 from .cache import Prepared, Weights, prepare_all, weights_for
+from .data import add_metrics, check_data_options, open_data
 from .measure import measure, measure_interleaved
 from .planning import plan
 from .rows import MEASURED, BenchResult, BenchRow, BenchSettings, Config, check_settings, series_key
@@ -27,18 +29,27 @@ def run_bench(models: Sequence[str], runtimes: Optional[Sequence[str]] = None,
               precisions: Optional[Sequence[str]] = None,
               sizes: Optional[Sequence[Tuple[int, int]]] = None, batches: Sequence[int] = (1,),
               settings: Optional[BenchSettings] = None, progress: Progress = lambda s: None,
-              command: Optional[str] = None) -> BenchResult:
+              command: Optional[str] = None, data: Optional[Union[str, Path]] = None, layout: Optional[str] = None,
+              data_limit: Optional[int] = None) -> BenchResult:
+    """data: a labelled dataset (val's layouts; `layout` overrides the detection, `data_limit` takes val's
+    --limit subset): every measured row also gets the val metrics of its own artifact, computed after the
+    timing."""
     settings = settings or BenchSettings()
     check_settings(settings)
+    check_data_options(data, layout, data_limit)
     t_start = time.perf_counter()
     configs, skipped, notes = plan(models, runtimes, precisions, sizes, batches)
+    bench_data = open_data(configs, data, layout, data_limit) if data is not None else None  # before any export
+    dataset, data_notes = None, []
     with _torch_threads(settings.threads):
         weights = _weights(configs, settings, notes)
         prepared = prepare_all(configs, weights, settings, progress)
         rows, env = _measure_all(configs, prepared, weights, settings, progress)
-    notes += _run_notes(rows, env, settings)
+        if bench_data is not None:  # only now: no scoring between timed turns
+            dataset, data_notes = add_metrics(bench_data, configs, prepared, weights, rows, settings, progress)
+    notes += _run_notes(rows, env, settings) + data_notes
     return BenchResult(env, _settings_record(settings), rows, skipped, notes, fit_slopes(rows), command,
-                       time.perf_counter() - t_start)
+                       time.perf_counter() - t_start, dataset)
 
 
 @contextmanager

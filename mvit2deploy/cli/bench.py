@@ -116,11 +116,17 @@ def run(
     keep_failed: bool = typer.Option(False, "--keep-failed",
                                      help="Bench artifacts whose export-time validation failed (parity shows it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing --json/--csv/--markdown/--plot files."),
+    data: Optional[Path] = typer.Option(None, "--data",
+                                        help="Labelled dataset (val's layouts): a metric column of each measured "
+                                             "row's own artifact, computed after the timing."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="--data: override the detected dataset layout."),
+    data_limit: Optional[int] = typer.Option(None, "--data-limit",
+                                             help="--data: N images spread evenly over the set (val's --limit)."),
 ) -> None:
     """Latency of models across runtimes, precisions, image sizes and batch sizes: one row per configuration.
 
     Rows: ✅ measured, ❎ not runnable on this machine (e.g. Core ML off macOS), ❌ failed (with the reason).
-    Exit code 1 when any row failed.
+    Exit code 1 when any row failed (with --data: or an image could not be read, or a row has no metric).
     """
     from ..bench import BenchSettings, default_cache_dir, run_bench
     from ..bench.report import check_outputs, print_result, write_outputs
@@ -136,7 +142,8 @@ def run(
     status = err_console.status("bench: planning")
     with status:
         result = run_bench(models, _list(runtime), _list(precision), _sizes(image_size), _batches(batch),
-                           settings, progress=lambda s: _progress(status, s), command=command)
+                           settings, progress=lambda s: _progress(status, s), command=command, data=data,
+                           layout=layout, data_limit=data_limit)
     print_result(result, console)
     plot_ref = None
     if plot is not None:
@@ -150,6 +157,8 @@ def run(
             note("no plot: it needs two or more image sizes measured", err=True)
     for path in write_outputs(result, json_file, csv_file, markdown, plot_ref):
         say(f"wrote {path}")
+    if result.dataset is not None and result.dataset.get("partial"):
+        raise typer.Exit(130)  # Ctrl-C while scoring --data: the table above covers the images scored
     if result.failed:
         raise typer.Exit(1)
 

@@ -169,7 +169,12 @@ def write_outputs(result, json_file=None, csv_file=None, save_dir=None) -> None:
 
 # ---- table cells -------------------------------------------------------------------------------------------
 
-def _pct(v: Optional[float]) -> str:
+METRIC_NAMES = {"top1": "top-1 %", "top5": "top-5 %", "miou": "mIoU %", "pixel_acc": "pixel acc %", "map": "mAP %",
+                "map50": "AP50", "map75": "AP75", "map_small": "APs", "map_medium": "APm", "map_large": "APl"}
+
+
+def pct(v: Optional[float]) -> str:
+    """A fraction as the table shows it: percent, two decimals."""
     return "-" if v is None else f"{100 * v:.2f}"
 
 
@@ -192,16 +197,14 @@ def table_rows(result) -> List[List[str]]:
         published_cell = "" if p is None else f"{100 * p['value']:.2f}" + ("" if p["comparable"] else " *")
         status = {"ok": "✅", "failed": "❌", "not_runnable": "❎"}.get(row.state, row.state)
         out.append([row.model_id, row.runtime + (" (ref)" if row.reference else ""), row.precision]
-                   + [_pct(m.get(k)) for k in keys]
-                   + [_pts(d.get(key)), _pct(result.agreement(i)), str(n), f"{n / secs:.1f}" if secs else "-",
+                   + [pct(m.get(k)) for k in keys]
+                   + [_pts(d.get(key)), pct(result.agreement(i)), str(n), f"{n / secs:.1f}" if secs else "-",
                       published_cell, status])
     return out
 
 
 def table_header(task: str) -> List[str]:
-
-    names = {"top1": "top-1 %", "top5": "top-5 %", "miou": "mIoU %", "pixel_acc": "pixel acc %", "map": "mAP %",
-             "map50": "AP50", "map75": "AP75", "map_small": "APs", "map_medium": "APm", "map_large": "APl"}
+    names = METRIC_NAMES
     agree = {"classification": "top-1 agree %", "segmentation": "pixel agree %", "detection": "det matched %"}
     return (["model", "runtime", "precision"] + [names[k] for k in METRIC_KEYS[task]]
             + [f"Δ {names[PRIMARY[task]].split()[0]} (pts)", agree[task], "images", "img/s", "published", ""])

@@ -272,6 +272,38 @@ class _Pipeline:
         return interrupted
 
 
+# ---- scoring rows whose sessions are open --------------------------------------------------------------------
+
+def evaluate(data: Dataset, samples: Sequence, rows: List[planning.Row], *, batch: int = 1,
+             workers: Optional[int] = None, limit: Optional[int] = None, notes: Sequence[str] = (),
+             on_batch: Optional[Callable[[object], None]] = None, on_start: Optional[Callable[[int], None]] = None
+             ) -> ValResult:
+    """Score every row whose session is open (state "ok") on `samples`, in one decoding pass, and close the
+    sessions. `val` opens its own rows' sessions; `bench --data` hands over the sessions of the rows it timed."""
+    scorers, pkeys, keys = {}, {}, {}
+    for i, row in enumerate(rows):
+        if row.state != "ok":
+            continue
+        meta = row.session.meta
+        pkeys[i] = planning.preprocessing_key(meta)
+        keys.setdefault(pkeys[i], (meta.preprocessing, tuple(meta.input_size)))
+        threshold = row.threshold = planning.detection_threshold(row) if data.task == "detection" else None
+        scorers[i] = make_scorer(data.task, data, meta, threshold, pkeys[i])
+    if not scorers:
+        raise UserError("no row can run here: " + "; ".join(f"{r.label}: {r.reason}" for r in rows))
+    pipe = _Pipeline(rows, scorers, pkeys, data, int(batch), max(1, int(workers or default_workers())), on_batch)
+    if on_start is not None:
+        on_start(len(samples))
+    t0 = time.perf_counter()
+    try:
+        interrupted = pipe.run(samples, keys)
+    finally:
+        for row in rows:
+            row.session = None  # sessions hold memory; the result does not need them
+    return ValResult(data, rows, scorers, pipe.images, pipe.seconds, len(samples), pipe.failures, {},
+                     list(notes) + data.notes, limit, interrupted, time.perf_counter() - t0)
+
+
 # ---- the entry point ---------------------------------------------------------------------------------------
 
 def val(dataset: Union[str, Path], models: Sequence[str], *, runtimes: Optional[Sequence[str]] = None,
@@ -304,27 +336,9 @@ def val(dataset: Union[str, Path], models: Sequence[str], *, runtimes: Optional[
     planning.prepare(rows, groups, task, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
     progress("opening sessions")
     planning.open_sessions(rows, groups, threads)
-    scorers, pkeys, keys = {}, {}, {}
-    for i, row in enumerate(rows):
-        if row.state != "ok":
-            continue
-        meta = row.session.meta
-        pkeys[i] = planning.preprocessing_key(meta)
-        keys.setdefault(pkeys[i], (meta.preprocessing, tuple(meta.input_size)))
-        threshold = row.threshold = planning.detection_threshold(row) if task == "detection" else None
-        scorers[i] = make_scorer(task, data, meta, threshold, pkeys[i])
-    if not scorers:
-        raise UserError("no row can run here: " + "; ".join(f"{r.label}: {r.reason}" for r in rows))
-    pipe = _Pipeline(rows, scorers, pkeys, data, int(batch), max(1, int(workers or default_workers())), on_batch)
-    if on_start is not None:
-        on_start(len(samples))
-    t0 = time.perf_counter()
-    interrupted = pipe.run(samples, keys)
-    for row in rows:
-        row.session = None  # sessions hold memory; the result does not need them
-    result = ValResult(data, rows, scorers, pipe.images, pipe.seconds, len(samples), pipe.failures,
-                       environment.collect(threads or 0), notes + data.notes, limit, interrupted,
-                       time.perf_counter() - t0)
+    result = evaluate(data, samples, rows, batch=batch, workers=workers, limit=limit, notes=notes,
+                      on_batch=on_batch, on_start=on_start)
+    result.environment = environment.collect(threads or 0)
     result.published = report.published(result, groups, image_size)
     result.gate_failures = report.gates(result, max_drop, min_metric)
     report.write_outputs(result, json_file, csv_file, save_dir)
