@@ -240,7 +240,8 @@ def detection_threshold(row: Row) -> Optional[float]:
     meta = row.session.meta
     baked = graph_score_threshold(meta)
     if baked is not None and baked > EVAL_SCORE_THRESHOLD:
-        row.notes.append(f"evaluated at its own score threshold {baked:g} (NMS built in at export; the official "
+        where = "the session's detection options" if meta.format == REFERENCE_RUNTIME else "NMS built in at export"
+        row.notes.append(f"evaluated at its own score threshold {baked:g} ({where}; the official "
                          f"evaluation uses {EVAL_SCORE_THRESHOLD:g})")
         return baked
     cap = int(meta.options.get("max_detections", EVAL_MAX_DETECTIONS))
