@@ -163,6 +163,12 @@ def test_bad_input(case, corpus):
         assert len(records) == case["batch_ok"] + case.get("failures", 1), records
         if "non_finite" in case:
             assert sum(rec.get("non_finite", False) for rec in records) == case["non_finite"], records
+    if case.get("stdout"):
+        assert case["stdout"].lower() in " ".join(r["stdout"].split()).lower(), where
+    if "val_json" in case:  # val: the bad images counted and named, the others evaluated
+        doc = json.loads((r["dir"] / "out" / "val.json").read_text(), parse_constant=_no_constant)
+        assert len(doc["dataset"]["failed"]) == case["val_json"]["failed"], doc["dataset"]
+        assert doc["dataset"]["evaluated"] == case["val_json"]["evaluated"], doc["dataset"]
     assert r["after"] == r["unchanged"], "a file that must not change was changed"
     if "part_bytes" in case:
         part = r["dir"] / "home" / f"{gen.MID}.pt.part"
