@@ -1,9 +1,11 @@
 """Generator of the bad-input corpus: every `@kind` function builds one kind of hostile or broken input in a
 folder and returns its path (or a URL). The table `cases.toml` names them as `{gen:KIND}` in its commands.
 
-Shared, made once per session by `Corpus`: a real width-0.5 random-init classification export at 64 px,
-tiny hand-made ONNX graphs carrying our metadata (NaN outputs, a Loop that runs for minutes, a detection
-model), a random-init checkpoint, and `server.py`'s misbehaving 127.0.0.1 HTTP server.
+Shared, made once per session (on first use) by `Corpus`: a real width-0.5 random-init classification export at
+64 px, tiny hand-made ONNX graphs carrying our metadata (NaN outputs, a Loop that runs for minutes, a detection
+model; for val: classification and segmentation graphs whose weights are unknown, so no PyTorch row), an OpenVINO
+IR of the tiny classification graph, a random-init checkpoint, and `server.py`'s misbehaving 127.0.0.1 HTTP server.
+Datasets for `val` are a few 64 x 64 photos in each layout's folders.
 """
 from __future__ import annotations
 
@@ -654,51 +656,69 @@ def _save_with_meta(model, meta, path: Path) -> Path:
 
 
 class Corpus:
-    """Session resources (see the module docstring), built under `folder`."""
+    """Session resources (see the module docstring), built under `folder`, each once and on first use; the real
+    export and the checkpoint (the slow ones) start at once in a thread, so the rows that need neither run
+    meanwhile (test_corpus.py runs those first: `needs_export`)."""
 
     def __init__(self, folder: Path):
-        import torch
-
-        from mvit2deploy.artifact import ArtifactMeta, default_preprocessing, detection_options
-        from mvit2deploy.export import ExportOptions, export
-        from mvit2deploy.models import build_model, get_entry
-
         from server import Server
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self._lock = threading.Lock()
-        self.cls_onnx = export(ExportOptions(model_id=MID, random_init=True, image_size=(64, 64),
-                                             output=folder / "cls-64.onnx")).path
-        entry = get_entry(MID)
-        meta = ArtifactMeta(model_id=MID, task="classification", labels=entry.label_names, input_size=(64, 64),
-                            preprocessing=default_preprocessing(entry, (64, 64)), outputs=["logits"],
-                            options={"batch": "dynamic"})
-        self.nan_onnx = _save_with_meta(_tiny_graph(nan=True), meta, folder / "nan.onnx")
-        self.loop_onnx = _save_with_meta(_tiny_graph(logits_from_loop=True), meta, folder / "loop.onnx")
-        det = get_entry("ssdlite-mobilevitv2-0.5-coco")
-        det_meta = ArtifactMeta(model_id=det.id, task="detection", labels=det.label_names, input_size=(64, 64),
-                                preprocessing=default_preprocessing(det, (64, 64)),
-                                outputs=["boxes", "scores", "labels", "num_detections"],
-                                options={"batch": "dynamic", **detection_options(True, 0.3, 0.5, 200)})
-        self.det_onnx = _save_with_meta(_tiny_graph(), det_meta, folder / "det.onnx")
-        torch.manual_seed(0)
-        self.ckpt = folder / f"{MID}-random.pt"
-        torch.save(build_model(entry).state_dict(), self.ckpt)
+        self._locks = {name: threading.Lock() for name in LAZY}
         self.server = Server()
         self.server_base = self.server.base
+        self._prefetch = threading.Thread(target=lambda: [getattr(self, n) for n in PREFETCH], daemon=True)
+        self._prefetch.start()
 
-    # made on first use (only the rows of val and OpenVINO need them), once per session
     def __getattr__(self, name: str):
         if name not in LAZY:
             raise AttributeError(name)
-        with self.__dict__["_lock"]:
+        with self.__dict__["_locks"][name]:
             if name not in self.__dict__:
                 self.__dict__[name] = LAZY[name](self)
         return self.__dict__[name]
 
     def close(self):
+        self._prefetch.join()
         self.server.close()
+
+
+def _cls_export(ctx) -> Path:
+    from mvit2deploy.export import ExportOptions, export
+
+    return export(ExportOptions(model_id=MID, random_init=True, image_size=(64, 64),
+                                output=ctx.folder / "cls-64.onnx")).path
+
+
+def _checkpoint(ctx) -> Path:
+    import torch
+
+    from mvit2deploy.models import build_model, get_entry
+
+    torch.manual_seed(0)
+    path = ctx.folder / f"{MID}-random.pt"
+    torch.save(build_model(get_entry(MID)).state_dict(), path)
+    return path
+
+
+def _random_init_meta(model_id: str, outputs, **options):
+    """Metadata as a random-init export writes it (nan / loop / det graphs)."""
+    from mvit2deploy.artifact import ArtifactMeta, default_preprocessing
+    from mvit2deploy.models import get_entry
+
+    entry = get_entry(model_id)
+    return ArtifactMeta(model_id=entry.id, task=entry.task, labels=entry.label_names, input_size=(64, 64),
+                        preprocessing=default_preprocessing(entry, (64, 64)), outputs=list(outputs),
+                        options={"batch": "dynamic", **options})
+
+
+def _det_tiny(ctx) -> Path:
+    from mvit2deploy.artifact import detection_options
+
+    meta = _random_init_meta("ssdlite-mobilevitv2-0.5-coco", ["boxes", "scores", "labels", "num_detections"],
+                             **detection_options(True, 0.3, 0.5, 200))
+    return _save_with_meta(_tiny_graph(), meta, ctx.folder / "det.onnx")
 
 
 def _unknown_weights(meta):
@@ -719,13 +739,7 @@ def _seg_graph():
 
 
 def _meta(model_id: str, outputs, **options):
-    from mvit2deploy.artifact import ArtifactMeta, default_preprocessing
-    from mvit2deploy.models import get_entry
-
-    entry = get_entry(model_id)
-    return _unknown_weights(ArtifactMeta(model_id=entry.id, task=entry.task, labels=entry.label_names,
-                                         input_size=(64, 64), preprocessing=default_preprocessing(entry, (64, 64)),
-                                         outputs=list(outputs), options={"batch": "dynamic", **options}))
+    return _unknown_weights(_random_init_meta(model_id, outputs, **options))
 
 
 def _ir(ctx) -> Path:
@@ -743,8 +757,19 @@ def _ir(ctx) -> Path:
 
 
 LAZY = {
+    "cls_onnx": _cls_export,
+    "ckpt": _checkpoint,
+    "nan_onnx": lambda ctx: _save_with_meta(_tiny_graph(nan=True), _random_init_meta(MID, ["logits"]),
+                                            ctx.folder / "nan.onnx"),
+    "loop_onnx": lambda ctx: _save_with_meta(_tiny_graph(logits_from_loop=True), _random_init_meta(MID, ["logits"]),
+                                             ctx.folder / "loop.onnx"),
+    "det_onnx": _det_tiny,
     "seg_onnx": lambda ctx: _save_with_meta(_seg_graph(), _meta("deeplabv3-mobilevitv2-0.5-ade20k", ["mask"],
                                                                 seg_output="mask"), ctx.folder / "seg.onnx"),
     "valcls_onnx": lambda ctx: _save_with_meta(_tiny_graph(), _meta(MID, ["logits"]), ctx.folder / "valcls.onnx"),
     "ir_xml": _ir,
 }
+PREFETCH = ("cls_onnx", "ckpt")
+# kinds made from the prefetched files: rows using them wait for the export
+NEEDS_EXPORT = {"cls_onnx", "ckpt_good", "ckpt_truncated", "cache_ckpt", "art_truncated", "onnx_markup_meta",
+                *META_EDITS}

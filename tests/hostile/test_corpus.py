@@ -114,6 +114,7 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     only = re.compile(os.environ.get("HOSTILE_ONLY", ""))  # a regex of row ids, to rerun a few while working
     runnable = [c for c in CASES if not c.get("pending") and only.search(c["id"])]
+    runnable.sort(key=_needs_export)  # while the shared export is built, the rows that do not need it run
     workers = int(os.environ.get("HOSTILE_WORKERS", min(6, 2 * (os.cpu_count() or 1))))
     try:
         with ThreadPoolExecutor(workers) as pool:
@@ -121,6 +122,11 @@ def corpus(tmp_path_factory):
     finally:
         ctx.close()
     return results
+
+
+def _needs_export(case: dict) -> bool:
+    kinds = set(re.findall(r"\{gen:([a-z0-9_]+)\}", case["cmd"])) | set(case.get("setup", []))
+    return bool(kinds & gen.NEEDS_EXPORT)
 
 
 def _leftovers(case_dir: Path, keep) -> list:
