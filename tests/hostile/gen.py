@@ -679,8 +679,12 @@ class Corpus:
                 self.__dict__[name] = LAZY[name](self)
         return self.__dict__[name]
 
-    def close(self):
+    def ready(self) -> None:
+        """Wait until the prefetched files are made."""
         self._prefetch.join()
+
+    def close(self):
+        self.ready()
         self.server.close()
 
 
