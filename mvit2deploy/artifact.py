@@ -161,7 +161,10 @@ def _check_ir_pair(xml: Path) -> None:
     if not os.path.lexists(weights):
         raise UserError(f"{xml}: its weights file {weights.name} is missing "
                         "(an OpenVINO IR is the .xml and the .bin together)")
-    mode = os.stat(weights).st_mode if os.path.exists(weights) else None
+    try:
+        mode = weights.stat().st_mode
+    except OSError:  # a dangling or looping link
+        mode = None
     if mode is None or not stat.S_ISREG(mode):
         what = "a dangling symbolic link" if mode is None else file_kind(mode)
         raise UserError(f"{xml}: its weights file {weights.name} is {what}, not a file")
@@ -244,7 +247,7 @@ def check_model_file(path: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise UserError(f"{path}: is {file_kind(st.st_mode)}, not a model file")
     if st.st_size == 0:
-        kind = {".onnx": "ONNX", ".ort": "ORT"}.get(path.suffix, "model")
+        kind = {".onnx": "ONNX", ".ort": "ORT", ".xml": "OpenVINO IR"}.get(path.suffix, "model")
         raise UserError(f"{path}: empty file (0 bytes), not an {kind} file")
 
 

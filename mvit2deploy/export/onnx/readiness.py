@@ -223,10 +223,9 @@ def _our_meta(props: Dict[str, str], missing: List[str]) -> Optional[Dict[str, o
 
 def inspect_artifact(path: Path) -> Dict[str, object]:
     """Everything `mvit2deploy inspect` reports; `missing` says what could not be known and why."""
+    from ...artifact import check_model_file
     from ...errors import UserError
     from ...spec import format_of
-
-    from ...artifact import check_model_file
 
     path = Path(path)
     check_model_file(path)  # stat() only: a FIFO, a device, a folder or an empty file is named, never opened
