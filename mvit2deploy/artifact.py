@@ -137,17 +137,41 @@ def one_line(exc: BaseException) -> str:
 def read_openvino_model(path: str | Path):
     """An ov.Model from .onnx or .xml; an IR's .bin must exist beside it (OpenVINO checks its size)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file not found: {path}")
+    check_model_file(path)  # stat() only: a FIFO or a device is named, never opened
     if path.suffix not in (".onnx", ".xml"):
         raise UserError(f"{path}: OpenVINO runs .onnx or .xml (IR) artifacts, not {path.suffix!r}")
-    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
-        raise UserError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing "
-                        "(an OpenVINO IR is the .xml and the .bin together)")
+    if path.suffix == ".xml":
+        _check_ir_pair(path)
     try:
         return openvino_core().read_model(str(path))
     except Exception as exc:  # truncated .bin, malformed XML or ONNX
         raise UserError(f"{path}: OpenVINO cannot read it ({one_line(exc)})") from None
+
+
+def _check_ir_pair(xml: Path) -> None:
+    """An IR's .bin is beside it and a regular file, and the .xml is an IR (its root element <net>): OpenVINO
+    would otherwise try every frontend it has on the file, and TensorFlow's prints its parse errors."""
+    import os
+    import re
+    import stat
+
+    from .fs import file_kind
+
+    weights = xml.with_suffix(".bin")
+    if not os.path.lexists(weights):
+        raise UserError(f"{xml}: its weights file {weights.name} is missing "
+                        "(an OpenVINO IR is the .xml and the .bin together)")
+    try:
+        mode = weights.stat().st_mode
+    except OSError:  # a dangling or looping link
+        mode = None
+    if mode is None or not stat.S_ISREG(mode):
+        what = "a dangling symbolic link" if mode is None else file_kind(mode)
+        raise UserError(f"{xml}: its weights file {weights.name} is {what}, not a file")
+    with open(xml, "rb") as f:
+        head = f.read(4096).decode("utf-8", "replace")
+    if not re.match(r"^\ufeff?\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*)*<net[\s>]", head, re.S):
+        raise UserError(f"{xml}: not an OpenVINO IR (an IR's .xml starts with a <net> element)")
 
 
 def read_ir_meta(path: str | Path, model=None) -> ArtifactMeta:
@@ -223,7 +247,7 @@ def check_model_file(path: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise UserError(f"{path}: is {file_kind(st.st_mode)}, not a model file")
     if st.st_size == 0:
-        kind = {".onnx": "ONNX", ".ort": "ORT"}.get(path.suffix, "model")
+        kind = {".onnx": "ONNX", ".ort": "ORT", ".xml": "OpenVINO IR"}.get(path.suffix, "model")
         raise UserError(f"{path}: empty file (0 bytes), not an {kind} file")
 
 

@@ -382,6 +382,91 @@ def test_pyproject_mentions_only_files_that_exist():
     assert not missing, missing
 
 
+# ---- the commands that landed after the corpus: val datasets, inspect, OpenVINO IR, --target ------------------
+
+def test_val_annotation_fifo_is_named_not_opened(tmp_path):
+    from mvit2deploy.val.layouts import DatasetError, coco
+
+    root = gen.KINDS["ds_coco_fifo_ann"](tmp_path, None)
+    with pytest.raises(DatasetError, match=r"instances_val2017.json: annotation file is a FIFO \(named pipe\)"):
+        _within(5, coco, root)
+
+
+def test_val_deeply_nested_coco_json_is_one_line(tmp_path):
+    from mvit2deploy.val.layouts import DatasetError, coco
+
+    with pytest.raises(DatasetError, match="JSON nested too deeply"):
+        coco(gen.KINDS["ds_coco_deep"](tmp_path, None))
+
+
+def test_val_symlink_loops(tmp_path):
+    from mvit2deploy.val.layouts import DatasetError, _images_in, detect_layout
+
+    root = gen.KINDS["ds_inet_symlink_loop"](tmp_path, None)
+    with pytest.raises(DatasetError, match="n01443537: cannot tell what it is"):  # a class folder that loops
+        detect_layout(root)
+    names = [p.name for p in _images_in(root / "n01440764")]
+    assert names == ["a.JPEG", "loop.JPEG", "z.JPEG"]  # an image name that loops: a sample that fails when read
+
+
+def test_val_threads_are_checked_before_any_work(tmp_path):
+    from mvit2deploy.val import val
+
+    with pytest.raises(UserError, match="--threads 100000: at most"):
+        val(tmp_path / "nowhere", ["mobilevitv2-0.5"], threads=100000)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: gen.art_empty(d, None), r"empty file \(0 bytes\), not an ONNX file"),
+    (lambda d: gen.art_fifo(d, None), r"is a FIFO \(named pipe\), not a model file"),
+    (lambda d: gen.art_dir(d, None), "is a directory, not a model file"),
+])
+def test_inspect_names_what_is_not_a_model_file(tmp_path, make, message):
+    from mvit2deploy.export.onnx.readiness import inspect_artifact
+
+    with pytest.raises(UserError, match=message):
+        _within(5, inspect_artifact, make(tmp_path))
+
+
+def test_inspect_names_the_damaged_key(tmp_path):
+    from mvit2deploy.export.onnx.readiness import _our_meta
+
+    _, props = _props()
+    props["mvit2deploy.labels"] = "cat, [dog"
+    missing = []
+    assert _our_meta(props, missing) is None
+    assert missing == [missing[0]] and "damaged" in missing[0] and "mvit2deploy.labels is not valid JSON" in missing[0]
+    missing = []
+    assert _our_meta({"producer": "someone else"}, missing) is None and "not exported by mvit2deploy" in missing[0]
+
+
+def test_openvino_ir_checked_before_openvino_reads_it(tmp_path):
+    from mvit2deploy.artifact import read_openvino_model
+
+    xml = tmp_path / "m.xml"
+    xml.write_text("this is not XML <<<")
+    with pytest.raises(UserError, match="m.bin is missing"):
+        read_openvino_model(xml)
+    os.mkfifo(tmp_path / "m.bin")
+    with pytest.raises(UserError, match=r"m.bin is a FIFO \(named pipe\), not a file"):
+        _within(5, read_openvino_model, xml)
+    (tmp_path / "m.bin").unlink()
+    (tmp_path / "m.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(UserError, match="not an OpenVINO IR"):
+        read_openvino_model(xml)
+
+
+@pytest.mark.parametrize("fmt, message", [("coreml", "converts for Core ML itself"),
+                                          ("openvino", "converts for OpenVINO itself")])
+def test_mobile_targets_refuse_other_converters(fmt, message):
+    from mvit2deploy.export import ExportOptions
+    from mvit2deploy.export.options import apply_target
+
+    for target in ("android", "ios"):
+        with pytest.raises(UserError, match=message):
+            apply_target(ExportOptions(model_id="mobilevitv2-0.5", format=fmt, target=target))
+
+
 # ---- helpers ---------------------------------------------------------------------------------------------------
 
 def _within(seconds: float, fn, *args, **kwargs):

@@ -75,9 +75,10 @@ def apply_target(opts: ExportOptions) -> ExportOptions:
     if opts.target not in EXPORT_TARGETS:
         raise UserError(f"unsupported target {opts.target!r} (choose from {', '.join(EXPORT_TARGETS)})")
     target = EXPORT_TARGETS[opts.target]
-    if target.mobile and opts.format == "coreml":
+    if target.mobile and opts.format not in ("onnx", "ort"):  # coreml, openvino: their own converters
         raise UserError(f"--target {target.name} shapes an ONNX / .ort file for ONNX Runtime Mobile; "
-                        "--format coreml converts for Core ML itself (leave --target out)")
+                        f"--format {opts.format} converts for {'Core ML' if opts.format == 'coreml' else 'OpenVINO'} "
+                        "itself (leave --target out)")
     if target.name == "ios" and opts.precision == "int8":
         raise UserError(IOS_INT8_REFUSAL)
     batch = opts.batch

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..fs import file_kind
 from ..images import IMAGE_SUFFIXES
 
 LAYOUTS = ("imagenet", "imagenet-index", "imagenet-csv", "imagenet-devkit", "folder", "ade20k", "voc", "coco")
@@ -89,12 +91,37 @@ def _is_image(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def _is_dir(folder: Path, entry: os.DirEntry, image_ok: bool = False) -> bool:
+    """is_dir() raises on a symbolic link loop: such an image-named entry is an image that fails when read (and
+    is named then); any other is one line naming it."""
+    try:
+        return entry.is_dir()
+    except OSError as exc:
+        if image_ok:
+            return False
+        raise DatasetError(f"{folder / entry.name}: cannot tell what it is ({exc.strerror or exc})") from None
+
+
 def _images_in(folder: Path) -> List[Path]:
-    return [folder / e.name for e in _visible(folder) if _is_image(e.name) and not e.is_dir()]
+    return [folder / e.name for e in _visible(folder) if _is_image(e.name) and not _is_dir(folder, e, True)]
 
 
 def _subdirs(folder: Path) -> List[str]:
-    return [e.name for e in _visible(folder) if e.is_dir()]
+    return [e.name for e in _visible(folder) if _is_dir(folder, e, image_ok=_is_image(e.name))]
+
+
+def _regular(path: Path, what: str) -> Path:
+    """An annotation file, checked with stat() only before it is opened: a FIFO would block open() forever, a
+    device never ends, a folder or a dangling link is named in words."""
+    if not os.path.lexists(path):
+        raise DatasetError(f"{path}: missing {what}")
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DatasetError(f"{path}: {what}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DatasetError(f"{path}: {what} is {file_kind(st.st_mode)}, not a file")
+    return path
 
 
 def _safe_name(name: object, what: str, where: Path) -> str:
@@ -205,7 +232,7 @@ def _flat_images(root: Path) -> Dict[str, Path]:
 
 def imagenet_csv(root: Path) -> List[Sample]:
     """LOC_val_solution.csv: `ImageId,PredictionString`, the string's first token the WordNet id."""
-    path = _require(root / CSV_FILE, "annotation file")
+    path = _regular(root / CSV_FILE, "annotation file")
     wnids = {w: i for i, w in enumerate(imagenet_wnids())}
     files = _flat_images(root)
     samples = []
@@ -226,7 +253,8 @@ def imagenet_csv(root: Path) -> List[Sample]:
     return sorted(samples, key=lambda s: s.image.name)
 
 
-def _read_lines(path: Path) -> List[str]:
+def _read_lines(path: Path, what: str = "annotation file") -> List[str]:
+    _regular(path, what)
     try:
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError:
@@ -236,8 +264,8 @@ def _read_lines(path: Path) -> List[str]:
 def imagenet_devkit(root: Path) -> List[Sample]:
     """ILSVRC2012_validation_ground_truth.txt: line i = the ILSVRC2012_ID of ILSVRC2012_val_{i:08d};
     ILSVRC2012_mapping.txt: `ID wnid` per line (the devkit's meta.mat order, which is NOT the class order)."""
-    gt = _require(root / GT_FILE, "annotation file")
-    mapping_path = _require(root / MAPPING_FILE, "synset mapping file")
+    gt = _regular(root / GT_FILE, "annotation file")
+    mapping_path = _regular(root / MAPPING_FILE, "synset mapping file")
     wnids = {w: i for i, w in enumerate(imagenet_wnids())}
     mapping: Dict[int, int] = {}
     for n, line in enumerate(_read_lines(mapping_path)):
@@ -263,23 +291,19 @@ def ade20k(root: Path) -> List[Sample]:
     labels = _require(base / "annotations" / "validation", "annotation folder annotations/validation")
     samples = []
     for img in _images_in(images):
-        png = labels / f"{img.stem}.png"
-        if not png.is_file():
-            raise DatasetError(f"{png}: missing annotation file (for {img.name})")
+        png = _regular(labels / f"{img.stem}.png", f"annotation file (for {img.name})")
         samples.append(Sample(img, png))
     return samples
 
 
 def voc(root: Path) -> List[Sample]:
     base = _voc_root(root) or root
-    listing = _require(base / "ImageSets" / "Segmentation" / "val.txt", "image list")
+    listing = _regular(base / "ImageSets" / "Segmentation" / "val.txt", "image list")
     masks = _require(base / "SegmentationClass", "annotation folder")
     samples = []
-    for name in _read_lines(listing):
+    for name in _read_lines(listing, "image list"):
         stem = _safe_name(name.split()[0], "image id", listing)
-        png = masks / f"{stem}.png"
-        if not png.is_file():
-            raise DatasetError(f"{png}: missing annotation file (listed in {listing.name})")
+        png = _regular(masks / f"{stem}.png", f"annotation file (listed in {listing.name})")
         samples.append(Sample(base / "JPEGImages" / f"{stem}.jpg", png))
     return samples
 
@@ -287,7 +311,7 @@ def voc(root: Path) -> List[Sample]:
 def read_mask(sample: Sample, layout: str, image_size: Tuple[int, int], num_classes: int) -> np.ndarray:
     """The label PNG as uint8 class indices 0..K-1, IGNORE (255) where nothing counts. image_size: (W, H) of the
     decoded image, which the label must equal."""
-    path = Path(sample.target)
+    path = _regular(Path(sample.target), "annotation file")
     try:
         with Image.open(path) as png:
             if png.size != tuple(image_size):
@@ -352,12 +376,14 @@ def coco(root: Path) -> Tuple[List[Sample], object]:
 
     from .coco_ids import coco_ids
 
-    path = _require(root / COCO_ANN, "annotation file")
+    path = _regular(root / COCO_ANN, "annotation file")
     images = _require(root / "val2017", "image folder val2017/")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: does not parse as JSON ({exc})") from None
+    except RecursionError:  # valid JSON, but nested deeper than the parser's stack: no COCO file is
+        raise DatasetError(f"{path}: not a COCO annotation file (JSON nested too deeply)") from None
     _check_coco(doc, path, coco_ids())
     doc.setdefault("categories", [{"id": c, "name": str(c)} for c in coco_ids()])
     gt = COCO()

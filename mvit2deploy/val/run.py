@@ -106,9 +106,11 @@ class ValResult:
 # ---- options -----------------------------------------------------------------------------------------------
 
 def _check_options(batch: int, limit: Optional[int], max_drop: Optional[float], min_metric: Optional[float],
-                   json_file, csv_file, save_dir, force: bool) -> None:
+                   json_file, csv_file, save_dir, force: bool, threads: Optional[int] = None) -> None:
     from ..fs import check_writable
+    from ..runtime import check_threads
 
+    check_threads(threads)  # before any export: every row's session would refuse it
     if batch < 1:
         raise UserError("--batch must be positive")
     if limit is not None and limit < 1:
@@ -323,7 +325,7 @@ def val(dataset: Union[str, Path], models: Sequence[str], *, runtimes: Optional[
     from ..bench.rows import default_cache_dir
     from . import report
 
-    _check_options(batch, limit, max_drop, min_metric, json_file, csv_file, save_dir, force)
+    _check_options(batch, limit, max_drop, min_metric, json_file, csv_file, save_dir, force, threads)
     weights = Path(weights) if weights is not None else None
     rows, groups, notes = planning.plan_rows(models, runtimes, precisions, weights, random_init, image_size,
                                              reference)

@@ -1,9 +1,11 @@
 """Generator of the bad-input corpus: every `@kind` function builds one kind of hostile or broken input in a
 folder and returns its path (or a URL). The table `cases.toml` names them as `{gen:KIND}` in its commands.
 
-Shared, made once per session by `Corpus`: a real width-0.5 random-init classification export at 64 px,
-tiny hand-made ONNX graphs carrying our metadata (NaN outputs, a Loop that runs for minutes, a detection
-model), a random-init checkpoint, and `server.py`'s misbehaving 127.0.0.1 HTTP server.
+Shared, made once per session (on first use) by `Corpus`: a real width-0.5 random-init classification export at
+64 px, tiny hand-made ONNX graphs carrying our metadata (NaN outputs, a Loop that runs for minutes, a detection
+model; for val: classification and segmentation graphs whose weights are unknown, so no PyTorch row), an OpenVINO
+IR of the tiny classification graph, a random-init checkpoint, and `server.py`'s misbehaving 127.0.0.1 HTTP server.
+Datasets for `val` are a few 64 x 64 photos in each layout's folders.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 import pickle
 import shutil
 import struct
+import threading
 import zlib
 from pathlib import Path
 from typing import Callable, Dict
@@ -299,7 +302,8 @@ def meta_threshold_text(d, ctx):
 
 
 # Files made once per session and shared by the rows: kind -> attribute of Corpus
-SHARED = {"art_nan": "nan_onnx", "art_loop": "loop_onnx", "cls_onnx": "cls_onnx", "ckpt_good": "ckpt"}
+SHARED = {"art_nan": "nan_onnx", "art_loop": "loop_onnx", "cls_onnx": "cls_onnx", "ckpt_good": "ckpt",
+          "det_onnx": "det_onnx", "seg_onnx": "seg_onnx", "valcls_onnx": "valcls_onnx", "ir_xml": "ir_xml"}
 for _name, _attr in SHARED.items():
     KINDS[_name] = lambda d, ctx, _attr=_attr: Path(getattr(ctx, _attr))
 
@@ -425,6 +429,184 @@ for _mode in ("endless", "trickle", "stall", "short", "err500", "huge", "garbage
     KINDS[f"url_{_mode}"] = _url(_mode)
 
 
+# ---- datasets for `val` (models: the shared tiny graphs, whose weights are unknown: no PyTorch row) -------------
+
+def _photo(path: Path, size=(64, 64), seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), np.uint8)).save(path)
+    return path
+
+
+def _coco(d: Path, ann=None, fifo: bool = False) -> Path:
+    """A COCO folder with one photo; `ann` (text) becomes annotations/instances_val2017.json (None: none)."""
+    root = d / "coco"
+    _photo(root / "val2017" / "000000000001.jpg")
+    target = root / "annotations" / "instances_val2017.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fifo:
+        os.mkfifo(target)
+    elif ann is not None:
+        target.write_text(ann)
+    return root
+
+
+def _coco_images(entries) -> str:
+    return json.dumps({"images": entries, "annotations": []})
+
+
+COCO_DATASETS = {
+    "ds_coco_no_ann": None,
+    "ds_coco_not_json": '{"images": [{"id": 1, "file_name": ',
+    "ds_coco_list": json.dumps([{"id": 1, "file_name": "000000000001.jpg"}]),
+    "ds_coco_deep": '{"images": ' + "[" * 200_000 + "]" * 200_000 + ', "annotations": []}',
+    "ds_coco_traversal": _coco_images([{"id": 1, "file_name": "../../etc/passwd"}]),
+    "ds_coco_absolute": _coco_images([{"id": 1, "file_name": "/etc/passwd"}]),
+}
+for _name, _ann in COCO_DATASETS.items():
+    KINDS[_name] = lambda d, ctx, _ann=_ann: _coco(d, _ann)
+KINDS["ds_coco_fifo_ann"] = lambda d, ctx: _coco(d, fifo=True)
+
+
+def _ade(d: Path, label: Callable[[Path], None]) -> Path:
+    """ADEChallengeData2016 with two good pairs and one whose label `label(path)` writes."""
+    root = d / "ADEChallengeData2016"
+    img, ann = root / "images" / "validation", root / "annotations" / "validation"
+    ann.mkdir(parents=True)
+    for i, stem in enumerate(("ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003")):
+        _photo(img / f"{stem}.jpg", seed=i)
+        if i != 1:
+            Image.fromarray(np.full((64, 64), 1 + i, np.uint8)).save(ann / f"{stem}.png")
+    label(ann / "ADE_val_00000002.png")
+    return root
+
+
+ADE_LABELS = {
+    "ds_ade_label_size": lambda p: Image.new("L", (32, 48), 1).save(p),
+    "ds_ade_label_range": lambda p: Image.fromarray(np.full((64, 64), 200, np.uint8)).save(p),
+    "ds_ade_label_bomb": lambda p: p.write_bytes(png_bytes(100_000, 100_000, rows=b"\x00" * 64)),
+    "ds_ade_label_fifo": lambda p: os.mkfifo(p),
+}
+for _name, _label in ADE_LABELS.items():
+    KINDS[_name] = lambda d, ctx, _label=_label: _ade(d, _label)
+
+
+def _imagenet(d: Path, name: str = "imagenet", bad: Callable[[Path], None] = None) -> Path:
+    """Class folder n01440764 with two good photos and (bad) one more entry that `bad(folder)` makes."""
+    folder = d / name / "n01440764"
+    _photo(folder / "a.JPEG", seed=1)
+    _photo(folder / "z.JPEG", seed=2)
+    if bad is not None:
+        bad(folder)
+    return d / name
+
+
+def _truncated_into(folder: Path, name: str) -> None:
+    data = (SAMPLES / "chelsea.jpg").read_bytes()
+    (folder / name).write_bytes(data[: len(data) // 3])
+
+
+def _loops(folder: Path) -> None:
+    (folder / "loop.JPEG").symlink_to("loop.JPEG")  # a file link to itself
+    (folder.parent / "n01443537").symlink_to("n01443537")  # a class folder that is a link to itself
+
+
+INET_DATASETS = {
+    "ds_inet_bad_image": lambda d: _imagenet(d, bad=lambda f: _truncated_into(f, "m.JPEG")),
+    "ds_inet_fifo_image": lambda d: _imagenet(d, bad=lambda f: os.mkfifo(f / "m.JPEG")),
+    "ds_inet_markup": lambda d: _imagenet(d, "[/x]set", bad=lambda f: _truncated_into(f, "[bold]m.JPEG")),
+    "ds_inet_symlink_loop": lambda d: _imagenet(d, bad=_loops),
+    "ds_inet_good": lambda d: _imagenet(d),
+}
+for _name, _make in INET_DATASETS.items():
+    KINDS[_name] = lambda d, ctx, _make=_make: _make(d)
+
+
+@kind
+def ds_empty(d, ctx):
+    p = d / "empty-set"
+    p.mkdir()
+    return p
+
+
+@kind
+def ds_markup_empty(d, ctx):
+    p = d / "[/x]empty"  # a folder "[" holding "x]empty": the path reads [/x]empty
+    p.mkdir(parents=True)
+    return p
+
+
+@kind
+def existing_json(d, ctx):
+    p = d.parent / "out" / "val.json"
+    p.write_text('{"kept": true}\n')
+    return p
+
+
+# ---- OpenVINO IR (.xml + .bin of the shared tiny classification graph, our metadata in rt_info) ----------------
+
+def _ir_copy(ctx, d: Path, name: str, xml=None, binary=None) -> Path:
+    """The shared IR under a new name; xml(text) / binary(bytes) edit the copy, binary=False leaves no .bin."""
+    src = Path(ctx.ir_xml)
+    text = src.read_text()
+    dst = d / f"{name}.xml"
+    dst.write_text(xml(text) if xml else text)
+    if binary is not False:
+        data = src.with_suffix(".bin").read_bytes()
+        dst.with_suffix(".bin").write_bytes(binary(data) if binary else data)
+    return dst
+
+
+def _rt_edit(key: str, replacement: Callable[[str], str]) -> Callable[[str], str]:
+    """Edit the top-level rt_info entry `mvit2deploy.KEY` of an IR's XML (the last one: OpenVINO also keeps the
+    source ONNX's metadata under <framework>); replacement(tag) is the new element."""
+    import re
+
+    def edit(text: str) -> str:
+        found = list(re.finditer(rf'<{re.escape(PREFIX + key)} value="[^"]*"\s*/>', text))
+        assert found, key
+        m = found[-1]
+        return text[:m.start()] + replacement(PREFIX + key) + text[m.end():]
+    return edit
+
+
+def _rt_value(key: str, value: str) -> Callable[[str], str]:
+    from xml.sax.saxutils import quoteattr
+
+    return _rt_edit(key, lambda tag: f"<{tag} value={quoteattr(value)} />")
+
+
+def _rt_nested(key: str) -> Callable[[str], str]:
+    """A nested map (<key><a value="1"/></key>) where a value belongs."""
+    return _rt_edit(key, lambda tag: f'<{tag}><a value="1" /></{tag}>')
+
+
+IR_EDITS = {
+    "ir_no_bin": dict(binary=False),
+    "ir_bin_truncated": dict(binary=lambda b: b[: len(b) // 2]),
+    "ir_not_xml": dict(xml=lambda t: "this is not XML <<<\n"),
+    "ir_labels_not_json": dict(xml=_rt_value("labels", "cat, [dog")),
+    "ir_input_size_huge": dict(xml=_rt_value("input_size", "[100000, 100000]")),
+    "ir_markup_model_id": dict(xml=_rt_value("task", "[/x][bold]poetry")),
+    "ir_nested_rt_info": dict(xml=_rt_nested("labels")),
+}
+for _name, _edit in IR_EDITS.items():
+    KINDS[_name] = lambda d, ctx, _name=_name, _edit=_edit: _ir_copy(ctx, d, _name[3:], **_edit)
+
+
+@kind
+def ir_existing(d, ctx):
+    """An IR pair where `export -o m.xml` would write (the row checks both files stay untouched)."""
+    out = d.parent / "out"
+    xml = _ir_copy(ctx, out, "m")
+    return xml
+
+
+@kind
+def onnx_markup_meta(d, ctx):
+    """Our metadata with hostile text: markup in the model id, a task that is not one of ours."""
+    return _with_meta(ctx, "markup-meta", d, _set("task", "[/x]"))
+
+
 # ---- the shared session resources ------------------------------------------------------------------------------
 
 def _tiny_graph(logits_from_loop: bool = False, nan: bool = False):
@@ -474,38 +656,124 @@ def _save_with_meta(model, meta, path: Path) -> Path:
 
 
 class Corpus:
-    """Session resources (see the module docstring), built under `folder`."""
+    """Session resources (see the module docstring), built under `folder`, each once and on first use; the real
+    export and the checkpoint (the slow ones) start at once in a thread, so the rows that need neither run
+    meanwhile (test_corpus.py runs those first: `needs_export`)."""
 
     def __init__(self, folder: Path):
-        import torch
-
-        from mvit2deploy.artifact import ArtifactMeta, default_preprocessing, detection_options
-        from mvit2deploy.export import ExportOptions, export
-        from mvit2deploy.models import build_model, get_entry
-
         from server import Server
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.cls_onnx = export(ExportOptions(model_id=MID, random_init=True, image_size=(64, 64),
-                                             output=folder / "cls-64.onnx")).path
-        entry = get_entry(MID)
-        meta = ArtifactMeta(model_id=MID, task="classification", labels=entry.label_names, input_size=(64, 64),
-                            preprocessing=default_preprocessing(entry, (64, 64)), outputs=["logits"],
-                            options={"batch": "dynamic"})
-        self.nan_onnx = _save_with_meta(_tiny_graph(nan=True), meta, folder / "nan.onnx")
-        self.loop_onnx = _save_with_meta(_tiny_graph(logits_from_loop=True), meta, folder / "loop.onnx")
-        det = get_entry("ssdlite-mobilevitv2-0.5-coco")
-        det_meta = ArtifactMeta(model_id=det.id, task="detection", labels=det.label_names, input_size=(64, 64),
-                                preprocessing=default_preprocessing(det, (64, 64)),
-                                outputs=["boxes", "scores", "labels", "num_detections"],
-                                options={"batch": "dynamic", **detection_options(True, 0.3, 0.5, 200)})
-        self.det_onnx = _save_with_meta(_tiny_graph(), det_meta, folder / "det.onnx")
-        torch.manual_seed(0)
-        self.ckpt = folder / f"{MID}-random.pt"
-        torch.save(build_model(entry).state_dict(), self.ckpt)
+        self._locks = {name: threading.Lock() for name in LAZY}
         self.server = Server()
         self.server_base = self.server.base
+        self._prefetch = threading.Thread(target=lambda: [getattr(self, n) for n in PREFETCH], daemon=True)
+        self._prefetch.start()
+
+    def __getattr__(self, name: str):
+        if name not in LAZY:
+            raise AttributeError(name)
+        with self.__dict__["_locks"][name]:
+            if name not in self.__dict__:
+                self.__dict__[name] = LAZY[name](self)
+        return self.__dict__[name]
+
+    def ready(self) -> None:
+        """Wait until the prefetched files are made."""
+        self._prefetch.join()
 
     def close(self):
+        self.ready()
         self.server.close()
+
+
+def _cls_export(ctx) -> Path:
+    from mvit2deploy.export import ExportOptions, export
+
+    return export(ExportOptions(model_id=MID, random_init=True, image_size=(64, 64),
+                                output=ctx.folder / "cls-64.onnx")).path
+
+
+def _checkpoint(ctx) -> Path:
+    import torch
+
+    from mvit2deploy.models import build_model, get_entry
+
+    torch.manual_seed(0)
+    path = ctx.folder / f"{MID}-random.pt"
+    torch.save(build_model(get_entry(MID)).state_dict(), path)
+    return path
+
+
+def _random_init_meta(model_id: str, outputs, **options):
+    """Metadata as a random-init export writes it (nan / loop / det graphs)."""
+    from mvit2deploy.artifact import ArtifactMeta, default_preprocessing
+    from mvit2deploy.models import get_entry
+
+    entry = get_entry(model_id)
+    return ArtifactMeta(model_id=entry.id, task=entry.task, labels=entry.label_names, input_size=(64, 64),
+                        preprocessing=default_preprocessing(entry, (64, 64)), outputs=list(outputs),
+                        options={"batch": "dynamic", **options})
+
+
+def _det_tiny(ctx) -> Path:
+    from mvit2deploy.artifact import detection_options
+
+    meta = _random_init_meta("ssdlite-mobilevitv2-0.5-coco", ["boxes", "scores", "labels", "num_detections"],
+                             **detection_options(True, 0.3, 0.5, 200))
+    return _save_with_meta(_tiny_graph(), meta, ctx.folder / "det.onnx")
+
+
+def _unknown_weights(meta):
+    """Metadata whose weights val cannot know: no PyTorch reference row (a val row then costs one tiny graph)."""
+    meta.source_file, meta.source_sha256 = "hostile.pt", "0" * 64
+    return meta
+
+
+def _seg_graph():
+    """images [N, 3, 64, 64] -> mask int64 [N, 64, 64] (the argmax over the colour channels)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    graph = h.make_graph([h.make_node("ArgMax", ["images"], ["mask"], axis=1, keepdims=0)], "seg",
+                         [h.make_tensor_value_info("images", T.FLOAT, ["N", 3, 64, 64])],
+                         [h.make_tensor_value_info("mask", T.INT64, ["N", 64, 64])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)], ir_version=9)
+
+
+def _meta(model_id: str, outputs, **options):
+    return _unknown_weights(_random_init_meta(model_id, outputs, **options))
+
+
+def _ir(ctx) -> Path:
+    import openvino as ov
+
+    from mvit2deploy.export.openvino.ir import save_ir
+
+    src = _save_with_meta(_tiny_graph(), _meta(MID, ["logits"]), ctx.folder / "ir-src.onnx")
+    xml = ctx.folder / "ir" / "tiny.xml"
+    xml.parent.mkdir()
+    meta = _meta(MID, ["logits"])
+    meta.format = "openvino"
+    save_ir(ov.convert_model(str(src)), meta, xml)
+    return xml
+
+
+LAZY = {
+    "cls_onnx": _cls_export,
+    "ckpt": _checkpoint,
+    "nan_onnx": lambda ctx: _save_with_meta(_tiny_graph(nan=True), _random_init_meta(MID, ["logits"]),
+                                            ctx.folder / "nan.onnx"),
+    "loop_onnx": lambda ctx: _save_with_meta(_tiny_graph(logits_from_loop=True), _random_init_meta(MID, ["logits"]),
+                                             ctx.folder / "loop.onnx"),
+    "det_onnx": _det_tiny,
+    "seg_onnx": lambda ctx: _save_with_meta(_seg_graph(), _meta("deeplabv3-mobilevitv2-0.5-ade20k", ["mask"],
+                                                                seg_output="mask"), ctx.folder / "seg.onnx"),
+    "valcls_onnx": lambda ctx: _save_with_meta(_tiny_graph(), _meta(MID, ["logits"]), ctx.folder / "valcls.onnx"),
+    "ir_xml": _ir,
+}
+PREFETCH = ("cls_onnx", "ckpt")
+# kinds made from the prefetched files: rows using them wait for the export
+NEEDS_EXPORT = {"cls_onnx", "ckpt_good", "ckpt_truncated", "cache_ckpt", "art_truncated", "onnx_markup_meta",
+                *META_EDITS}

@@ -34,6 +34,10 @@ def markdown(rows: list) -> str:
             extra.append(f"keeps `{'`, `'.join(c['keep'])}` for resume")
         if c.get("unchanged"):
             extra.append("cache and lock untouched")
+        if c.get("stdout"):
+            extra.append(f"reports `{c['stdout']}`")
+        if "val_json" in c:
+            extra.append(f"--json names {c['val_json']['failed']} failed, {c['val_json']['evaluated']} evaluated")
         if c.get("signal"):
             extra.append(f"{c['signal']} once it runs")
         status = f"pending: {c['pending']}" if c.get("pending") else (f"fixed ({c['fixed']})" if c.get("fixed")

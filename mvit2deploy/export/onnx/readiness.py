@@ -203,13 +203,17 @@ def _ort_props(path: Path) -> Dict[str, str]:
 
 
 def _our_meta(props: Dict[str, str], missing: List[str]) -> Optional[Dict[str, object]]:
-    from ...artifact import ArtifactMeta
+    from ...artifact import PREFIX, ArtifactMeta
+    from ...errors import UserError
 
-    try:
-        meta = ArtifactMeta.from_props(props)
-    except Exception:  # not ours, or metadata we cannot parse: report what the file itself says
+    if not any(k.startswith(PREFIX) for k in props):
         missing.append("mvit2deploy metadata (model id, task, preprocessing, labels, validation): "
                        "not exported by mvit2deploy")
+        return None
+    try:
+        meta = ArtifactMeta.from_props(props, where="this file")
+    except UserError as exc:  # ours, but damaged: say which key, and report what the file itself says
+        missing.append(f"mvit2deploy metadata: damaged, {exc}")
         return None
     return {"model_id": meta.model_id, "task": meta.task, "precision": meta.precision, "format": meta.format,
             "target": meta.options.get("target", "cpu"), "batch": meta.options.get("batch"),
@@ -219,13 +223,12 @@ def _our_meta(props: Dict[str, str], missing: List[str]) -> Optional[Dict[str, o
 
 def inspect_artifact(path: Path) -> Dict[str, object]:
     """Everything `mvit2deploy inspect` reports; `missing` says what could not be known and why."""
+    from ...artifact import check_model_file
     from ...errors import UserError
     from ...spec import format_of
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: " + ("not a file (inspect reads .onnx and .ort files)" if path.exists()
-                                       else "not found"))
+    check_model_file(path)  # stat() only: a FIFO, a device, a folder or an empty file is named, never opened
     missing: List[str] = []
     if format_of(path.suffix) == "ort":
         try:
