@@ -1,19 +1,25 @@
 """Shared fixtures: official reference vectors (tests/data, from Apple's ml-cvnets) and filled checkpoints."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-import numpy as np
-import pytest
-import torch
+# pytest-xdist sets COLUMNS=80 in its workers; rich would freeze that width when mvit2deploy.console is first
+# imported, so tests that ask for a wide terminal (CliRunner env COLUMNS) would see wrapped tables.
+os.environ.pop("COLUMNS", None)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 sys.path.insert(0, str(DATA))
 from fill import fill_state_dict  # noqa: E402  (the reference filling rule, copied verbatim)
 
-torch.set_num_threads(2)
+# Two test processes share the two cores (pytest-xdist, pyproject addopts): one torch thread each.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 # reference stem -> zoo id with the same architecture
 REFERENCE_MODELS = {
