@@ -81,7 +81,7 @@ def export_cmd(
                                + "); mobile targets: batch 1."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Export a model to a validated ONNX, ORT or Core ML artifact with its metadata embedded."""
+    """Export a model to a validated ONNX, ORT, OpenVINO IR or Core ML artifact with its metadata embedded."""
     if format == "coreml" and batch is not None and batch.lower() == "dynamic":  # asked for, not the default
         from ..export.coreml.options import BATCH_REFUSAL
 
