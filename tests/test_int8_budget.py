@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from mvit2deploy.artifact import read_meta
 from mvit2deploy.cli import app
 from mvit2deploy.export import ExportOptions, export
-from mvit2deploy.export.int8 import Int8Settings, budget, calibrate, metrics, sensitivity
-from mvit2deploy.export.int8.data import split
-from mvit2deploy.export.int8.surgery import keep_float
-from mvit2deploy.export.precision import postprocessing_nodes
+from mvit2deploy.export.onnx.int8 import budget, calibrate, metrics, sensitivity
+from mvit2deploy.export.onnx.int8.data import split
+from mvit2deploy.export.onnx.int8.surgery import keep_float
+from mvit2deploy.export.onnx.precision import postprocessing_nodes
+from mvit2deploy.spec import CALIBRATION_METHODS
 
 MODEL, SIZE = "mobilevitv2-0.5", 64
 
@@ -83,7 +84,7 @@ def test_each_calibration_method_runs(graphs):
     x = graphs["held"][:4]
     ref = metrics.run(metrics.session(graphs["fm"], []), x)["logits"]
     scales = {}
-    for method in calibrate.METHODS:
+    for method in CALIBRATION_METHODS:
         folder = graphs["tmp"] / method
         folder.mkdir()
         qm, label = calibrate.quantize(graphs["pre"], list(graphs["calib"]), method,
@@ -101,8 +102,8 @@ def test_export_keeps_float_nodes_in_metadata_and_graph(filled_checkpoints, tmp_
     out = tmp_path / "m.onnx"
     report = tmp_path / "r.json"
     res = export(ExportOptions(MODEL, weights=filled_checkpoints["cls_mobilevitv2_w0.5"], output=out,
-                               image_size=(SIZE, SIZE), precision="int8",
-                               int8=Int8Settings(calibration_size=6, holdout=24, target="cosine=0.999", report=report)))
+                               image_size=(SIZE, SIZE), precision="int8", calibration_size=6, int8_holdout=24,
+                               int8_target="cosine=0.999", save_report=report))
     info = read_meta(out).options["int8"]
     assert info["ok"] and info["kept_float"] and info["values"]["cosine"] >= 0.999
     assert info["latency_ms"]["chosen"] > 0 and info["data"]["disjoint"]
@@ -123,7 +124,8 @@ def test_unreachable_target_exits_1_and_writes_nothing(filled_checkpoints, tmp_p
     out = tmp_path / "m.onnx"
     r = CliRunner().invoke(app, ["export", MODEL, "--weights", str(filled_checkpoints["cls_mobilevitv2_w0.5"]),
                                  "--image-size", str(SIZE), "--precision", "int8", "--output", str(out),
-                                 "--calibration-size", "6", "--int8-target", "top1_agree=1,cosine=0.99999",
+                                 "--calibration-size", "6", "--int8-holdout", "24",
+                                 "--int8-target", "top1_agree=1,cosine=0.99999",
                                  "--int8-max-fallback", "1"])
     assert r.exit_code == 1, r.output
     assert "int8 target not met" in r.output and not out.exists()

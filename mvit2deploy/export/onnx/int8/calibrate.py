@@ -11,12 +11,10 @@ import numpy as np
 import onnx
 
 from ..fuse import gemms_as_pointwise_convs
+from ..precision import QUANTIZED_OPS
 
-METHODS = ("percentile", "minmax", "entropy", "distribution")
+# Percentile ranges (99.999) clip the rare outliers that MinMax would stretch every scale for.
 PERCENTILE = 99.999
-# Quantised: convs/GEMMs/MatMuls and the element-wise Sigmoid, Mul and Add, plus Split/Reshape which move u8
-# data as is (see precision.py for why: the tensors stay u8 between layers).
-OP_TYPES = ("Conv", "Gemm", "MatMul", "Sigmoid", "Mul", "Add", "Split", "Reshape")
 
 
 class _Reader:
@@ -60,7 +58,7 @@ def quantize(pre: Path, batches: Sequence[np.ndarray], method: str, exclude: Seq
             quantize_static(str(pre), str(dst), _Reader(batches), calibrate_method=calib[name],
                             calibration_cache_path=str(folder / f"ranges-{name}.json"),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=list(OP_TYPES),
+                            weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=list(QUANTIZED_OPS),
                             nodes_to_exclude=list(exclude), extra_options=extra)
         return onnx.load(str(dst))
 

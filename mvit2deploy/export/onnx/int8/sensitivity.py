@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from . import metrics
-from .calibrate import OP_TYPES
+from ..precision import QUANTIZED_OPS
 from .surgery import keep_float, quantised_nodes
 
 CANDIDATE_OPS = ("Conv", "Gemm", "MatMul", "Mul", "Add")
@@ -52,7 +52,7 @@ def units(qmodel: onnx.ModelProto, float_model: onnx.ModelProto) -> Dict[str, Li
         out[name] = unit
     covered = {n for u in out.values() for n in u}
     for name in quantised:  # e.g. a Reshape feeding a float op: a unit of its own
-        if name not in covered and by_name[name].op_type in OP_TYPES:
+        if name not in covered and by_name[name].op_type in QUANTIZED_OPS:
             out[name] = [name]
     return out
 
