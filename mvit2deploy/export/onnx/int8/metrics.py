@@ -73,7 +73,8 @@ def run(sess, x: np.ndarray, batch: int = 8) -> Dict[str, np.ndarray]:
     names = [o.name for o in sess.get_outputs()]
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) else batch
-    parts = [sess.run(None, {"images": x[i:i + step]}) for i in range(0, len(x) - len(x) % step or len(x), step)]
+    end = len(x) - len(x) % step if isinstance(fixed, int) else len(x)  # a fixed batch drops the remainder
+    parts = [sess.run(None, {"images": x[i:i + step]}) for i in range(0, end or len(x), step)]
     return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
 
 
