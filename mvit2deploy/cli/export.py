@@ -68,7 +68,7 @@ def export_cmd(
     opset: int = typer.Option(DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET} up to the newest the installed onnx knows)."),
     precision: Optional[str] = typer.Option(None, help=f"{_one_of(PRECISIONS)} (default {DEFAULT_PRECISION}; "
                                                        "Core ML: fp16)."),
-    calibration: Optional[Path] = typer.Option(None, help="Folder of images (any layout `val` reads) for int8 "
+    calibration: Optional[Path] = typer.Option(None, help="Folder of images (searched recursively) for int8 "
                                                "calibration and the held-out check."),
     int8_preset: str = typer.Option(DEFAULT_INT8_PRESET, help="int8: " + "; ".join(
         f"{k}: {v}" for k, v in INT8_PRESETS.items()) + "."),
