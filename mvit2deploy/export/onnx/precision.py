@@ -1,11 +1,6 @@
 """fp16 and int8 (static QDQ) variants of an fp32 ONNX graph, with ONNX Runtime's own tools."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Iterable, Tuple
-
-import numpy as np
 import onnx
 
 
@@ -77,14 +72,3 @@ def output_heads(model: onnx.ModelProto) -> list:
         else:
             todo += list(node.input)
     return sorted(heads)
-
-
-def to_int8(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> Tuple[onnx.ModelProto, str]:
-    """The all-int8 graph (the `fast` preset) with percentile ranges, falling back to min-max; returns the model
-    and the calibration method used. The export itself goes through int8/ (presets, budget)."""
-    from .int8 import calibrate
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = calibrate.prepare(model, Path(tmp))
-        return calibrate.quantize(pre, list(calibration), "percentile", postprocessing_nodes(onnx.load(str(pre))),
-                                  Path(tmp))

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from ..fuse import gemms_as_pointwise_convs
-from ..precision import QUANTIZED_OPS
+from ..precision import QUANTIZED_OPS, postprocessing_nodes
 
 # Percentile ranges (99.999) clip the rare outliers that MinMax would stretch every scale for.
 PERCENTILE = 99.999
@@ -71,3 +71,13 @@ def quantize(pre: Path, batches: Sequence[np.ndarray], method: str, exclude: Seq
         # the histogram calibrators refuse tensors whose range is (near) zero, as some layers of an
         # untrained network have; MinMax handles them
         return run("minmax"), f"min-max, as {method} histograms failed on a zero-range tensor"
+
+
+def to_int8(model: onnx.ModelProto, calibration: Sequence[np.ndarray]) -> Tuple[onnx.ModelProto, str]:
+    """The all-int8 graph (the `fast` preset) with percentile ranges, falling back to min-max; returns the model
+    and the calibration method used."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = prepare(model, Path(tmp))
+        return quantize(pre, list(calibration), "percentile", postprocessing_nodes(onnx.load(str(pre))), Path(tmp))
