@@ -54,21 +54,3 @@ def postprocessing_nodes(model: onnx.ModelProto) -> list:
         if any(c.op_type in COMPUTE_OPS or c.name in feeds for o in n.output for c in consumers.get(o, [])):
             feeds.add(n.name)
     return [n.name for n in model.graph.node if n.op_type not in COMPUTE_OPS and n.name not in feeds]
-
-
-def output_heads(model: onnx.ModelProto) -> list:
-    """The last conv/GEMMs: those whose result reaches a graph output through no other conv/GEMM (the classifier,
-    the segmentation head's final conv, the detection heads). Quantising their outputs puts the task outputs on
-    a u8 grid (classification logits in steps of range/255, ~0.04 here), which flips near-tied top-1s."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    heads, todo, seen = [], [o.name for o in model.graph.output], set()
-    while todo:
-        node = producer.get(todo.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        if node.op_type in COMPUTE_OPS:
-            heads.append(node.name)
-        else:
-            todo += list(node.input)
-    return sorted(heads)
