@@ -2,8 +2,8 @@
 
 A node kept in float reads its float weights (copied back from the graph before quantisation) and, for each
 activation input, the float tensor when its producer is float too, else the DequantizeLinear output (so
-the quantised producer still fuses into a QLinear op). Its output keeps the Q/DQ pair its quantised
-consumers need. This is what ORT's `nodes_to_exclude` does, but takes milliseconds instead of a full
+the quantised producer still fuses into a QLinear op). Every consumer of its output reads the float tensor
+(the Quantize/Dequantize pair after it is removed), so no QLinear kernel forms around it. This is what ORT's `nodes_to_exclude` does, but takes milliseconds instead of a full
 re-quantisation, so the sensitivity scan and the budget loop can try one node at a time.
 """
 from __future__ import annotations
