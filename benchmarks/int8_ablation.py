@@ -29,7 +29,7 @@ from mvit2deploy.export.onnx import deploy
 from mvit2deploy.export.onnx.fuse import merge_pointwise_chains
 from mvit2deploy.export.onnx.optimize import simplify
 from mvit2deploy.export.onnx.pipeline import calibration_batches
-from mvit2deploy.export.onnx.precision import to_int8
+from mvit2deploy.export.onnx.int8.calibrate import to_int8
 from mvit2deploy.export.onnx.to_onnx import export_graph
 from mvit2deploy.models.graphs import task_graph
 from mvit2deploy.runtime.onnxruntime import session_options

@@ -102,6 +102,22 @@ DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17")
 DEFAULT_DEPLOYMENT_TARGET = "iOS15"
 COREML_COMPRESSIONS = ("int8", "palettize4", "palettize8")
 
+# int8 (ONNX / ORT, issue 19). Presets: "accurate" keeps the most sensitive nodes in float until the held-out
+# target holds; "fast" is v0.2's all-int8 graph (every Conv/Gemm/MatMul, Sigmoid, Mul, Add quantised), no target.
+INT8_PRESETS = {"accurate": "keep the most sensitive nodes in float until --int8-target holds on held-out images",
+                "fast": "the all-int8 graph (fastest, no accuracy target)"}
+# No preset given: "accurate" when --int8-target / --int8-max-fallback ask for a budget, else "fast". The default
+# stays fast because on filled width-1.0 weights the target needs every unit in float (docs/benchmarks.md 1b).
+DEFAULT_INT8_PRESET = None
+CALIBRATION_METHODS = ("percentile", "minmax", "entropy", "distribution")  # ONNX Runtime's calibrators
+DEFAULT_CALIBRATION_METHOD = "percentile"
+DEFAULT_CALIBRATION_SIZE = 32  # calibration images (bundled-photo views unless --calibration DIR)
+INT8_HOLDOUT = 200  # held-out images the target is measured on (disjoint from calibration)
+# task -> metric -> the default minimum of --int8-target (measured on the held-out images against fp32 ONNX)
+INT8_TARGETS = {"classification": {"top1_agree": 0.98, "cosine": 0.999},
+                "segmentation": {"pixel_agree": 0.995},
+                "detection": {"det_matched": 0.95}}
+
 # Detection post-processing, the official evaluation's except the score threshold (cvnets evaluates at 0.01;
 # 0.3 gives pictures a person can read)
 SCORE_THRESHOLD = 0.3

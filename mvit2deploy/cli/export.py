@@ -12,14 +12,19 @@ from .. import jsonsafe
 from ..console import console, err_console, escape, note, say
 from ..errors import UserError
 from ..export import DEFAULT_DIR, ExportOptions, ValidationFailed, export
-from ..spec import (COMPUTE_UNITS, COREML_COMPRESSIONS, DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET,
-                    DEFAULT_EXPORT_TARGET, DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, EXPORT_TARGETS,
-                    FORMATS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS)
+from ..spec import (CALIBRATION_METHODS, COMPUTE_UNITS, COREML_COMPRESSIONS, DEFAULT_CALIBRATION_METHOD,
+                    DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET,
+                    DEFAULT_INT8_PRESET, DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, EXPORT_TARGETS, FORMATS,
+                    INT8_HOLDOUT, INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET, PRECISIONS,
+                    SCORE_THRESHOLD, SEG_OUTPUTS)
 from ._common import parse_size, run_guarded
 from .inspect import readiness_tables
+from .int8_report import int8_tables
 
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
-         "fp16": "converting to fp16", "calibrate": "calibrating int8", "validate": "validating against PyTorch",
+         "fp16": "converting to fp16", "calibrate": "calibrating int8", "int8 held-out check": "checking int8 on "
+         "held-out images", "sensitivity": "ranking int8 nodes by sensitivity", "budget": "keeping sensitive nodes "
+         "in float until the int8 target holds", "latency": "timing fp32 / all-int8 / chosen int8 (A/B)", "validate": "validating against PyTorch",
          "ort": "converting to ORT format", "readiness": "checking mobile readiness (ORT's checker)",
          "openvino": "converting to OpenVINO IR", "convert": "converting to Core ML",
          "check": "checking the Core ML spec", "write": "writing"}
@@ -63,7 +68,22 @@ def export_cmd(
     opset: int = typer.Option(DEFAULT_OPSET, help=f"ONNX opset ({MIN_OPSET} up to the newest the installed onnx knows)."),
     precision: Optional[str] = typer.Option(None, help=f"{_one_of(PRECISIONS)} (default {DEFAULT_PRECISION}; "
                                                        "Core ML: fp16)."),
-    calibration: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration."),
+    calibration: Optional[Path] = typer.Option(None, help="Folder of images (searched recursively) for int8 "
+                                               "calibration and the held-out check."),
+    int8_preset: Optional[str] = typer.Option(DEFAULT_INT8_PRESET, help="int8: " + "; ".join(
+        f"{k}: {v}" for k, v in INT8_PRESETS.items()) + " (default: accurate when --int8-target or "
+        "--int8-max-fallback is given, else fast)."),
+    int8_target: Optional[str] = typer.Option(None, help="int8: NAME=MIN[,NAME=MIN] on held-out images, or 'none' "
+                                              "(defaults: " + "; ".join(f"{t}: " + ",".join(
+                                                  f"{k}={v:g}" for k, v in m.items()) for t, m in INT8_TARGETS.items())
+                                              + ")."),
+    int8_max_fallback: Optional[int] = typer.Option(None, help="int8: most nodes kept in float to meet the target "
+                                                    "(default: no cap); missed -> exit 1."),
+    int8_holdout: int = typer.Option(INT8_HOLDOUT, help="int8: held-out images the target is measured on."),
+    calibration_method: str = typer.Option(DEFAULT_CALIBRATION_METHOD, help=f"int8: {_one_of(CALIBRATION_METHODS)} "
+                                           "(ONNX Runtime's calibrators)."),
+    calibration_size: int = typer.Option(DEFAULT_CALIBRATION_SIZE, help="int8: calibration images."),
+    save_report: Optional[Path] = typer.Option(None, help="int8: write the sensitivity / budget report (JSON) here."),
     format: str = typer.Option("onnx", "--format", help=f"{_one_of(FORMATS)}."),
     no_simplify: bool = typer.Option(False, "--no-simplify", help="Skip onnxsim."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
@@ -90,7 +110,9 @@ def export_cmd(
         model_id=model_id, weights=weights, random_init=random_init, output=output, image_size=parse_size(image_size),
         batch=None if batch is None else (parse_batch(batch) or "dynamic"), opset=opset,
         precision=precision or ("fp16" if format == "coreml" else DEFAULT_PRECISION),
-        calibration=calibration, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
+        calibration=calibration, int8_preset=int8_preset, int8_target=int8_target,
+        int8_max_fallback=int8_max_fallback, int8_holdout=int8_holdout, calibration_method=calibration_method,
+        calibration_size=calibration_size, save_report=save_report, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
         seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, compress=compress, deployment_target=deployment_target,
         compute_units=compute_units, target=target)
@@ -101,6 +123,8 @@ def export_cmd(
         except ValidationFailed as exc:
             if getattr(exc, "report", None) is not None:
                 err_console.print(report_table(exc.report))
+            if getattr(exc, "int8", None) is not None:
+                err_console.print(int8_tables(exc.int8))
             raise
     for warning in result.warnings:
         note(warning, err=True)
@@ -110,9 +134,12 @@ def export_cmd(
         console.print_json(jsonsafe.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
                                        "validation": result.report.to_dict(), "warnings": result.warnings,
-                                       "readiness": _readiness(result) if _has_readiness(result) else None}))
+                                       "readiness": _readiness(result) if _has_readiness(result) else None,
+                                       "int8": result.int8.meta() if result.int8 is not None else None}))
         return
     console.print(report_table(result.report))
+    if result.int8 is not None:
+        console.print(int8_tables(result.int8))
     summary = Table.grid(padding=(0, 2))
     summary.add_row("artifact", escape(str(result.path)))
     for extra in result.extra_files:

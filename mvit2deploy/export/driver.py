@@ -59,7 +59,7 @@ def export(opts: ExportOptions, step: Step = lambda s: None) -> ExportResult:
         shutil.rmtree(work_dir, ignore_errors=True)
     nbytes = sum(size_bytes(p) for p in artifact_files(out_path))
     return ExportResult(out_path, built.meta, built.report, nbytes, time.perf_counter() - t0,
-                        [dst for _, dst in built.extra], built.notes)
+                        [dst for _, dst in built.extra], built.notes, built.int8)
 
 
 def find_checkpoint(opts: ExportOptions) -> Optional[Path]:

@@ -6,15 +6,17 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from ..artifact import ArtifactMeta
 from ..errors import UserError
 from ..fs import check_writable
 from ..models import get_entry
-from ..spec import (DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_OPSET,
-                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS,
-                    SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_size, format_precisions)
+from ..spec import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS,
+                    DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_INT8_PRESET, DEFAULT_OPSET,
+                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, INT8_HOLDOUT, INT8_PRESETS, INT8_TARGETS,
+                    IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_choice,
+                    check_size, format_precisions)
 
 DEFAULT_DIR = Path("exports")
 DEFAULT_FORMAT = "onnx"
@@ -37,6 +39,14 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     precision: str = DEFAULT_PRECISION
     calibration: Optional[Path] = None
+    # int8 (ONNX / ORT): preset, accuracy target and fallback budget, calibration (spec: INT8_* tables)
+    int8_preset: Optional[str] = DEFAULT_INT8_PRESET  # None: see int8_preset_of
+    int8_target: Optional[str] = None  # "top1_agree=0.98,cosine=0.999" or "none"; None: spec.INT8_TARGETS[task]
+    int8_max_fallback: Optional[int] = None  # most nodes kept in float; None: no cap
+    int8_holdout: int = INT8_HOLDOUT  # held-out images the target is measured on
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    save_report: Optional[Path] = None  # the int8 sensitivity / budget report (JSON)
     format: str = DEFAULT_FORMAT
     simplify: bool = True
     force: bool = False
@@ -62,6 +72,7 @@ class ExportResult:
     seconds: float
     extra_files: List[Path] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    int8: Optional[object] = None  # onnx.int8.Int8Outcome of an ONNX / ORT int8 export (sensitivity, budget)
 
 
 IOS_INT8_REFUSAL = ("--target ios --precision int8: ONNX Runtime's Core ML provider takes no QuantizeLinear/"
@@ -117,12 +128,69 @@ def check_options(opts: ExportOptions) -> None:
         raise UserError("--calibration only applies to --precision int8")
     if opts.calibration is not None:
         check_calibration_folder(Path(opts.calibration))
+    check_int8_options(opts, entry.task)
     coreml_only = (opts.compress, opts.deployment_target != DEFAULT_DEPLOYMENT_TARGET,
                    opts.compute_units != DEFAULT_COMPUTE_UNITS)
     if opts.format != "coreml" and any(coreml_only):
         raise UserError("--compress, --deployment-target and --compute-units apply to --format coreml only")
     if not 0 <= opts.score_threshold < 1 or not 0 < opts.iou_threshold <= 1 or opts.max_detections < 1:
         raise UserError("detection thresholds out of range")
+
+
+INT8_OPTION_DEFAULTS = {"int8_preset": DEFAULT_INT8_PRESET, "int8_target": None, "int8_max_fallback": None,
+                        "int8_holdout": INT8_HOLDOUT, "calibration_method": DEFAULT_CALIBRATION_METHOD,
+                        "calibration_size": DEFAULT_CALIBRATION_SIZE, "save_report": None}
+
+
+def check_int8_options(opts: ExportOptions, task: str) -> None:
+    """The int8 options: only with --precision int8 for ONNX / ORT; names from spec; a parseable target."""
+    given = [k for k, v in INT8_OPTION_DEFAULTS.items() if getattr(opts, k) != v]
+    if given and (opts.precision != "int8" or opts.format not in ("onnx", "ort")):
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UserError(f"{flags}: only with --precision int8 and --format onnx or ort")
+    if opts.int8_preset is not None:
+        check_choice(opts.int8_preset, INT8_PRESETS, "--int8-preset")
+    check_choice(opts.calibration_method, CALIBRATION_METHODS, "--calibration-method")
+    if opts.calibration_size < 1 or opts.int8_holdout < 1:
+        raise UserError("--calibration-size and --int8-holdout must be positive")
+    if opts.int8_max_fallback is not None and opts.int8_max_fallback < 0:
+        raise UserError("--int8-max-fallback must be 0 or more")
+    if int8_preset_of(opts) == "fast" and opts.int8_target not in (None, "none"):
+        raise UserError("--int8-preset fast has no target (it is the all-int8 graph): drop --int8-target")
+    int8_target(opts, task)  # a malformed --int8-target fails here, before any work
+    if opts.save_report is not None:
+        check_writable(Path(opts.save_report), "--save-report", opts.force)
+
+
+def int8_preset_of(opts: ExportOptions) -> str:
+    """The preset in force: the one given, else "accurate" when a budget was asked for, else "fast"."""
+    if opts.int8_preset is not None:
+        return opts.int8_preset
+    budget = opts.int8_target not in (None, "none") or opts.int8_max_fallback is not None
+    return "accurate" if budget else "fast"
+
+
+def int8_target(opts: ExportOptions, task: str) -> Dict[str, float]:
+    """The target the budget loop must meet: {} for the fast preset or 'none', else --int8-target parsed
+    ('top1_agree=0.97,cosine=0.998'; names from spec.INT8_TARGETS[task]) or the task's default."""
+    if int8_preset_of(opts) == "fast" or (opts.int8_target or "").strip().lower() == "none":
+        return {}
+    if opts.int8_target is None:
+        return dict(INT8_TARGETS[task])
+    out: Dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in opts.int8_target.split(","))):
+        name, _, value = part.partition("=")
+        if name.strip() not in INT8_TARGETS[task]:
+            raise UserError(f"--int8-target {part!r}: {task} metrics are {', '.join(INT8_TARGETS[task])}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--int8-target {part!r}: expected NAME=NUMBER") from None
+        if not 0 <= out[name.strip()] <= 1:
+            raise UserError(f"--int8-target {part!r}: the value must lie in 0..1")
+    if not out:
+        raise UserError("--int8-target: expected NAME=NUMBER[,NAME=NUMBER] or 'none'")
+    return out
 
 
 def check_calibration_folder(folder: Path) -> None:

@@ -18,7 +18,7 @@ from .fuse import merge_pointwise_chains
 from .nms import append_nms
 from .nms_mobile import append_nms_mobile
 from .optimize import check, simplify
-from .precision import to_fp16, to_int8
+from .precision import to_fp16
 from .readiness import readiness
 from .targets import check_standard_ops, dynamic_batch_warning, fill_resize_inputs, target_copy
 from .to_onnx import export_graph, max_opset
@@ -39,6 +39,7 @@ def build(job: Job) -> Built:
     target = EXPORT_TARGETS[opts.target]
     proto, outputs = _trace(job, graph)
     notes: List[str] = [dynamic_batch_warning(target)] if target.mobile and opts.batch is None else []
+    int8 = None  # the int8 stage's outcome (Int8Outcome), shown by the CLI
     if opts.simplify:
         job.step("simplify")
         proto, warning = simplify(proto)
@@ -55,10 +56,10 @@ def build(job: Job) -> Built:
         job.step("fp16")
         proto = to_fp16(proto)
     elif opts.precision == "int8":
-        job.step("calibrate")
-        batches, source = calibration_batches(opts, meta)
-        proto, method = to_int8(proto, list(batches))
-        notes.append(f"int8 ranges: {method}; calibrated on {source}")
+        from .int8.stage import int8_stage
+
+        proto, int8_notes, int8 = int8_stage(opts, proto, meta, job.step)
+        notes += int8_notes
     check(proto)
     if target.mobile:
         check_standard_ops(proto)
@@ -78,7 +79,7 @@ def build(job: Job) -> Built:
         path, config = convert_to_ort(path, job.work_dir / "ort", job.out_path.name, target.ort_style)
         report = validate(path, meta, graph, opts.batch)  # the .ort itself must pass too
         extra.append((config, ort_config_path(job.out_path)))
-    return Built(path, meta, report, notes, extra)
+    return Built(path, meta, report, notes, extra, int8)
 
 
 def _trace(job: Job, graph: torch.nn.Module) -> Tuple[onnx.ModelProto, List[str]]:

@@ -1,17 +1,7 @@
 """fp16 and int8 (static QDQ) variants of an fp32 ONNX graph, with ONNX Runtime's own tools."""
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import tempfile
-from pathlib import Path
-from typing import Iterable, Tuple
-
-import numpy as np
 import onnx
-
-from .fuse import gemms_as_pointwise_convs
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -43,17 +33,13 @@ def topological_sort(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over preprocessed batches of one image each."""
-
-    def __init__(self, batches: Iterable[np.ndarray]):
-        self._it = iter([{"images": b[None] if b.ndim == 3 else b} for b in batches])
-
-    def get_next(self):
-        return next(self._it, None)
-
-
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+# Quantised: convs/GEMMs/MatMuls and the element-wise Sigmoid, Mul and Add. ORT then runs SiLU as QLinearSigmoid +
+# QLinearMul and the residual adds and attention products as QLinear ops, so the tensors stay u8 between layers
+# instead of paying a Dequantize/Quantize pass around each float op (measured: 1.6-1.9x faster than quantising the
+# convs alone). Softmax and GroupNorm stay float. Split and Reshape move u8 data as is (same scale in and out), so
+# the attention's query/value split and the token reshapes need no Dequantize/Quantize pass either.
+QUANTIZED_OPS = (*COMPUTE_OPS, "Sigmoid", "Mul", "Add", "Split", "Reshape")
 
 
 def postprocessing_nodes(model: onnx.ModelProto) -> list:
@@ -68,42 +54,3 @@ def postprocessing_nodes(model: onnx.ModelProto) -> list:
         if any(c.op_type in COMPUTE_OPS or c.name in feeds for o in n.output for c in consumers.get(o, [])):
             feeds.add(n.name)
     return [n.name for n in model.graph.node if n.op_type not in COMPUTE_OPS and n.name not in feeds]
-
-
-def to_int8(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> Tuple[onnx.ModelProto, str]:
-    """Static QDQ: u8 activations, s8 per-channel weights, after quant_pre_process (shape inference + fusions).
-    Returns the model and the calibration method used."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns per weight through the root logger
-    batches = list(calibration)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = (Path(tmp) / f"{n}.onnx" for n in ("src", "pre", "int8"))
-        model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's graph stays as it was
-        gemms_as_pointwise_convs(model)
-        onnx.save(model, str(src))
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        # Quantised: convs/GEMMs/MatMuls and the element-wise Sigmoid, Mul and Add. ORT then runs SiLU as
-        # QLinearSigmoid + QLinearMul and the residual adds and attention products as QLinear ops, so the
-        # tensors stay u8 between layers instead of paying a Dequantize/Quantize pass around each float op
-        # (measured: 1.6-1.9x faster than quantising the convs alone). Softmax and GroupNorm stay float.
-        # Split and Reshape move u8 data as is (same scale in and out), so the attention's query/value split
-        # and the token reshapes need no Dequantize/Quantize pass either.
-        # Percentile ranges (99.999) clip the rare outliers that MinMax would stretch every scale for.
-        common = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                      per_channel=True,
-                      op_types_to_quantize=[*COMPUTE_OPS, "Sigmoid", "Mul", "Add", "Split", "Reshape"],
-                      nodes_to_exclude=postprocessing_nodes(onnx.load(str(pre))))
-        symmetric = {"ActivationSymmetric": False, "WeightSymmetric": True}
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrator prints progress
-                quantize_static(str(pre), str(dst), _Reader(batches), calibrate_method=CalibrationMethod.Percentile,
-                                extra_options={**symmetric, "CalibPercentile": 99.999}, **common)
-            method = "percentile 99.999"
-        except ValueError:
-            # the histogram calibrator refuses tensors whose range is (near) zero, as some layers of an
-            # untrained network have; MinMax handles them
-            quantize_static(str(pre), str(dst), _Reader(batches), calibrate_method=CalibrationMethod.MinMax,
-                            extra_options=symmetric, **common)
-            method = "min-max, as percentile histograms failed on a zero-range tensor"
-        return onnx.load(str(dst)), method

@@ -1,0 +1,86 @@
+"""int8 with an accuracy budget (issue 19): calibrate, rank the quantised nodes by the damage they do, keep the
+worst in float until the held-out target holds. `quantize_int8` is the one entry point; `stage.int8_stage` is
+what the ONNX export pipeline calls.
+
+Presets (spec.INT8_PRESETS): "accurate" runs the budget loop against the task's target
+(spec.INT8_TARGETS); "fast" (the default unless a target is asked for) is v0.2's all-int8 graph, no loop.
+Both report the held-out agreement.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx
+
+from . import budget, calibrate, metrics, sensitivity
+from .latency import ab_latency
+
+SENSITIVITY_IMAGES = 8  # calibration images the scan runs each candidate on
+
+
+@dataclass
+class Int8Outcome:
+    method: str
+    preset: str
+    target: Dict[str, float]
+    max_fallback: Optional[int] = None
+    kept_float: List[str] = field(default_factory=list)  # compute nodes whose units stayed float
+    kept_float_nodes: List[str] = field(default_factory=list)  # every node in float, attached ones included
+    kept_16bit: List[str] = field(default_factory=list)  # always empty: w8a16 measured slower than float (README)
+    ok: bool = True
+    values: Dict[str, float] = field(default_factory=dict)  # held-out agreement of the chosen graph
+    all_int8_values: Dict[str, float] = field(default_factory=dict)
+    steps: List[dict] = field(default_factory=list)
+    ranking: List[dict] = field(default_factory=list)
+    latency_ms: Dict[str, float] = field(default_factory=dict)
+    data: Dict[str, object] = field(default_factory=dict)  # calibration / held-out sets, sizes, disjointness
+
+    def meta(self) -> dict:
+        """What the artifact's metadata records (options["int8"]): everything but the ranking and the steps."""
+        return {k: v for k, v in asdict(self).items() if k not in ("ranking", "steps")}
+
+    def report(self) -> dict:
+        return asdict(self)
+
+
+def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray, holdout: np.ndarray, task: str, preset: str,
+                  target: Dict[str, float], method: str, max_fallback: Optional[int], data: Dict[str, object],
+                  step: Callable[[str], None] = lambda s: None) -> Tuple[onnx.ModelProto, Int8Outcome]:
+    """The int8 graph and what was done to it. Raises nothing on a missed target: `outcome.ok` says."""
+    from ..precision import postprocessing_nodes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        pre_path = calibrate.prepare(model, folder)
+        float_model = onnx.load(str(pre_path))
+        step("calibrate")
+        qmodel, label = calibrate.quantize(pre_path, list(calibration), method, postprocessing_nodes(float_model),
+                                           folder)
+    out = Int8Outcome(method=label, preset=preset, target=target, max_fallback=max_fallback, data=data)
+    step("int8 held-out check")
+    probes = metrics.probe_names(float_model, task)
+    ref_session = metrics.session(float_model, probes)
+    reference = metrics.run(ref_session, holdout)
+    out.all_int8_values = metrics.task_metrics(task, reference, metrics.run(metrics.session(qmodel, []), holdout))
+    out.values = dict(out.all_int8_values)
+    out.ok = metrics.meets(out.values, target)
+    if out.ok:
+        return qmodel, out
+    step("sensitivity")
+    sens_x = calibration[:SENSITIVITY_IMAGES]
+    ranking = sensitivity.scan(qmodel, float_model, sens_x, metrics.run(ref_session, sens_x), probes)
+    out.ranking = [asdict(s) for s in ranking]
+    step("budget")
+    cap = len(ranking) if max_fallback is None else max_fallback
+    res = budget.search(qmodel, float_model, [s.nodes for s in ranking], holdout, reference, task, target, cap)
+    out.kept_float, out.ok, out.values = res.kept, res.ok, res.values
+    out.kept_float_nodes = [n for s in ranking[:len(res.kept)] for n in s.nodes]
+    out.steps = [asdict(s) for s in res.steps]
+    if res.kept:
+        step("latency")
+        out.latency_ms = ab_latency({"fp32": float_model, "all-int8": qmodel, "chosen": res.model}, holdout[:1])
+    return res.model, out

@@ -1,0 +1,43 @@
+"""The int8 stage of the ONNX export: the image sets, quantisation with a budget, the report, and the refusal of
+a missed target (exit 1, nothing written unless --keep-failed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+import onnx
+
+from .... import jsonsafe
+from ....fs import atomic_write
+from ...job import ValidationFailed
+from ...options import int8_preset_of, int8_target
+from . import Int8Outcome, quantize_int8
+from .data import split
+
+
+def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
+               ) -> Tuple[onnx.ModelProto, List[str], Int8Outcome]:
+    """Quantise `proto`; record the outcome in meta.options["int8"]; raise ValidationFailed when the target is
+    missed, unless --keep-failed. The report (--save-report) is written either way: it says why."""
+    target = int8_target(opts, meta.task)
+    calib, held, record = split(meta, opts.calibration, opts.calibration_size, opts.int8_holdout)
+    qmodel, outcome = quantize_int8(proto, calib, held, meta.task, int8_preset_of(opts), target,
+                                    opts.calibration_method, opts.int8_max_fallback, record, step)
+    meta.options["int8"] = outcome.meta()
+    if opts.save_report is not None:
+        atomic_write(Path(opts.save_report), jsonsafe.dumps(outcome.report(), indent=1) + "\n")
+    notes = [f"int8 ranges: {outcome.method}; calibrated on {record['calibration']}; held out: {record['holdout']}"]
+    if outcome.kept_float:
+        notes.append(f"int8: {len(outcome.kept_float)} node(s) kept in float to meet the target: "
+                     + ", ".join(outcome.kept_float[:8]) + (" ..." if len(outcome.kept_float) > 8 else ""))
+    if not outcome.ok:
+        got = ", ".join(f"{k}={outcome.values.get(k, float('nan')):.4f} (needs >= {v:g})" for k, v in target.items())
+        msg = (f"int8 target not met on {record['holdout_size']} held-out images with {len(outcome.kept_float)} "
+               f"node(s) in float (--int8-max-fallback {opts.int8_max_fallback}): {got}")
+        if not opts.keep_failed:
+            err = ValidationFailed(msg + "; nothing written (--keep-failed keeps the artifact; "
+                                   "--int8-preset fast gives the all-int8 graph)")
+            err.int8 = outcome
+            raise err
+        notes.append(msg + "; kept because of --keep-failed")
+    return qmodel, notes, outcome

@@ -1,0 +1,146 @@
+"""int8 with a budget (issue 19): sensitivity ranking, the budget search, float fallback, calibration methods.
+
+Width 0.5 at 64 px, a handful of calibration and held-out images: numbers are small-scale, the logic is real.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+from typer.testing import CliRunner
+
+from mvit2deploy.artifact import read_meta
+from mvit2deploy.cli import app
+from mvit2deploy.export import ExportOptions, export
+from mvit2deploy.export.onnx.int8 import budget, calibrate, metrics, sensitivity
+from mvit2deploy.export.onnx.int8.data import split
+from mvit2deploy.export.onnx.int8.surgery import keep_float
+from mvit2deploy.export.onnx.precision import postprocessing_nodes
+from mvit2deploy.spec import CALIBRATION_METHODS
+
+MODEL, SIZE = "mobilevitv2-0.5", 64
+
+
+@pytest.fixture(scope="module")
+def graphs(filled_checkpoints, tmp_path_factory):
+    """fp32 graph, its pre-processed float graph, the all-int8 graph, calibration and held-out images."""
+    tmp = tmp_path_factory.mktemp("int8")
+    res = export(ExportOptions(MODEL, weights=filled_checkpoints["cls_mobilevitv2_w0.5"], output=tmp / "fp32.onnx",
+                               image_size=(SIZE, SIZE)))
+    calib, held, record = split(res.meta, None, 6, 24)
+    pre = calibrate.prepare(onnx.load(str(res.path)), tmp)
+    fm = onnx.load(str(pre))
+    qm, _ = calibrate.quantize(pre, list(calib), "minmax", postprocessing_nodes(fm), tmp)
+    return dict(tmp=tmp, fp32=res.path, pre=pre, fm=fm, qm=qm, calib=calib, held=held, record=record)
+
+
+def _scan(g):
+    x = g["calib"][:2]
+    ref = metrics.run(metrics.session(g["fm"], ["logits"]), x)
+    return sensitivity.scan(g["qm"], g["fm"], x, ref, ["logits"])
+
+
+def test_sets_are_disjoint_and_reported(graphs):
+    keys = {x.tobytes() for x in graphs["calib"]}
+    assert not any(x.tobytes() in keys for x in graphs["held"])
+    assert graphs["record"]["disjoint"] and graphs["record"]["holdout_size"] == 24
+
+
+@pytest.fixture(scope="module")
+def ranking(graphs):
+    return _scan(graphs)
+
+
+def test_ranking_is_deterministic_and_all_units_float_is_fp32(graphs, ranking):
+    a, b = ranking, _scan(graphs)
+    assert [s.node for s in a] == [s.node for s in b]
+    assert [s.damage for s in a] == [s.damage for s in b]
+    assert a[0].damage >= a[-1].damage and a[0].damage > 0
+    x = graphs["held"][:4]
+    every = keep_float(graphs["qm"], graphs["fm"], [n for s in a for n in s.nodes])
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in every.graph.node)
+    ref = metrics.run(metrics.session(graphs["fm"], []), x)["logits"]
+    np.testing.assert_allclose(metrics.run(metrics.session(every, []), x)["logits"], ref, atol=1e-5)
+
+
+def test_budget_stops_at_the_first_k_that_meets_the_target(graphs, ranking):
+    x = graphs["held"]
+    ref = metrics.run(metrics.session(graphs["fm"], []), x)
+    base = metrics.task_metrics("classification", ref, metrics.run(metrics.session(graphs["qm"], []), x))
+    target = {"cosine": base["cosine"] + 0.5 * (1 - base["cosine"])}  # halfway to fp32: needs some fallback
+    res = budget.search(graphs["qm"], graphs["fm"], [s.nodes for s in ranking], x, ref, "classification", target,
+                        len(ranking))
+    k = len(res.kept)
+    steps = {s.kept: s for s in res.steps}
+    assert res.ok and k > 0 and steps[k].ok and not steps[k - 1].ok
+    assert steps[k].values["cosine"] >= target["cosine"]
+    assert res.kept == [s.node for s in ranking[:k]]
+
+
+def test_each_calibration_method_runs(graphs):
+    x = graphs["held"][:4]
+    ref = metrics.run(metrics.session(graphs["fm"], []), x)["logits"]
+    scales = {}
+    for method in CALIBRATION_METHODS:
+        folder = graphs["tmp"] / method
+        folder.mkdir()
+        qm, label = calibrate.quantize(graphs["pre"], list(graphs["calib"]), method,
+                                       postprocessing_nodes(graphs["fm"]), folder)
+        got = metrics.run(metrics.session(qm, []), x)["logits"]
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.mean() > 0.8, (method, label)  # a working graph (64 px, 6 images: no accuracy claim)
+        assert label.split()[0] == method, label  # the method asked for, not the min-max fallback
+        inits = {t.name: t for t in qm.graph.initializer}
+        scales[method] = onnx.numpy_helper.to_array(inits["images_scale"]).item()
+    assert len(set(scales.values())) > 1, scales  # the methods chose different ranges
+
+
+def test_export_keeps_float_nodes_in_metadata_and_graph(filled_checkpoints, tmp_path):
+    out = tmp_path / "m.onnx"
+    report = tmp_path / "r.json"
+    res = export(ExportOptions(MODEL, weights=filled_checkpoints["cls_mobilevitv2_w0.5"], output=out,
+                               image_size=(SIZE, SIZE), precision="int8", calibration_size=6, int8_holdout=24,
+                               int8_target="cosine=0.999", save_report=report))
+    info = read_meta(out).options["int8"]
+    assert info["ok"] and info["kept_float"] and info["values"]["cosine"] >= 0.999
+    assert info["latency_ms"]["chosen"] > 0 and info["data"]["disjoint"]
+    model = onnx.load(str(out))
+    nodes = {n.name: n for n in model.graph.node}
+    inits = {t.name: t for t in model.graph.initializer}
+    quantize_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert set(info["kept_float_nodes"]) >= set(info["kept_float"])
+    dq_weights = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    for name in info["kept_float_nodes"]:  # in float: no dequantised int8 weight in, no QuantizeLinear after
+        node = nodes[name]
+        assert not dq_weights & set(node.input), name
+        assert not quantize_inputs & set(node.output), name
+        if node.op_type in ("Conv", "Gemm"):  # its own float weights
+            assert any(inits[i].data_type == onnx.TensorProto.FLOAT for i in node.input[1:] if i in inits), name
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) > 0  # the rest is still int8
+    saved = json.loads(report.read_text())
+    assert saved["kept_float"] == info["kept_float"] and len(saved["ranking"]) >= 10
+    assert res.int8.ranking[0]["damage"] >= res.int8.ranking[9]["damage"]
+
+
+def test_unreachable_target_exits_1_and_writes_nothing(filled_checkpoints, tmp_path):
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(app, ["export", MODEL, "--weights", str(filled_checkpoints["cls_mobilevitv2_w0.5"]),
+                                 "--image-size", str(SIZE), "--precision", "int8", "--output", str(out),
+                                 "--calibration-size", "6", "--int8-holdout", "24",
+                                 "--int8-target", "top1_agree=1,cosine=0.99999",
+                                 "--int8-max-fallback", "1"])
+    assert r.exit_code == 1, r.output
+    assert "int8 target not met" in r.output and not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_int8_options_are_usage_errors(filled_checkpoints, tmp_path):
+    base = ["export", MODEL, "--weights", str(filled_checkpoints["cls_mobilevitv2_w0.5"]), "--output",
+            str(tmp_path / "m.onnx")]
+    for extra in (["--precision", "int8", "--calibration-method", "kl"], ["--precision", "int8", "--int8-target", "mAP=1"],
+                  ["--precision", "fp32", "--int8-preset", "fast"]):
+        r = CliRunner().invoke(app, base + extra)
+        assert r.exit_code == 2, (extra, r.output)
