@@ -134,7 +134,7 @@ def export_cmd(
         console.print_json(jsonsafe.dumps({"path": str(result.path), "size_bytes": result.size_bytes,
                                        "seconds": round(result.seconds, 2), "extra_files": [str(p) for p in result.extra_files],
                                        "validation": result.report.to_dict(), "warnings": result.warnings,
-                                       "readiness": _readiness(result) if _has_readiness(result) else None,
+                                       "readiness": _readiness(result),
                                        "int8": result.int8.meta() if result.int8 is not None else None}))
         return
     console.print(report_table(result.report))
@@ -149,9 +149,9 @@ def export_cmd(
     summary.add_row("task", f"{result.meta.task}, input {result.meta.input_size[0]}x{result.meta.input_size[1]}, "
                             f"{result.meta.precision}")
     console.print(summary)
-    if _has_readiness(result):
-        for table in readiness_tables(_readiness(result)):
-            console.print(table)
+    ready = _readiness(result)
+    for table in readiness_tables(ready) if ready else []:
+        console.print(table)
     if result.meta.format == "coreml":
         say("next: drag the .mlpackage into Xcode (see README, 'Core ML on iPhone'); "
             "`mvit2deploy predict --model` runs it on macOS 12+ only")
@@ -160,13 +160,11 @@ def export_cmd(
                       highlight=False, soft_wrap=True)
 
 
-def _has_readiness(result) -> bool:
-    """Only ONNX Runtime files carry the mobile readiness report (Core ML and OpenVINO IR do not)."""
-    return result.meta.format in ("onnx", "ort")
-
-
-def _readiness(result) -> dict:
-    """The stored readiness report; for an .ort, with what the .ort file itself shows (style, operators)."""
+def _readiness(result) -> Optional[dict]:
+    """The stored readiness report; for an .ort, with what the .ort file itself shows (style, operators). None
+    where the export wrote none: only ONNX Runtime files carry it (Core ML and OpenVINO IR do not)."""
+    if not result.meta.readiness:
+        return None
     if result.meta.format != "ort":
         return {**result.meta.readiness, "file_bytes": result.size_bytes}
     from ..export.onnx.readiness import ort_facts

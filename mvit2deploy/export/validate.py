@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..artifact import ArtifactMeta
+from ..errors import UserError
 from ..images import IMAGE_SUFFIXES, load_image, preprocess
 from ..models.box_ops import box_iou, select_detections
 
@@ -76,6 +77,18 @@ def image_batch(meta: ArtifactMeta, paths: Optional[Sequence[Path]] = None) -> n
     paths = sample_paths() if paths is None else paths
     return np.stack([preprocess(load_image(p, meta.preprocessing, meta.input_size), meta.preprocessing,
                                 meta.input_size)[0] for p in paths])
+
+
+def readable_images(meta: ArtifactMeta, paths: Sequence[Path]) -> Tuple[List[np.ndarray], List[str]]:
+    """(one preprocessed batch of 1 per readable file, names of the unreadable ones): a bad file is skipped and
+    named, as predict does, so the others still calibrate."""
+    images, bad = [], []
+    for p in paths:
+        try:
+            images.append(image_batch(meta, [p]))
+        except UserError:
+            bad.append(p.name)
+    return images, bad
 
 
 def sample_crops(meta: ArtifactMeta, n: int, seed: int = 0) -> np.ndarray:

@@ -13,7 +13,7 @@ from ...models.graphs import task_graph
 from ...spec import DEFAULT_OPSET, EXPORT_TARGETS, MIN_OPSET
 from ..job import Built, Job, build_meta
 from ..options import ExportOptions, ort_config_path
-from ..validate import image_batch, sample_crops, validate
+from ..validate import image_batch, readable_images, sample_crops, validate
 from .fuse import merge_pointwise_chains
 from .nms import append_nms
 from .nms_mobile import append_nms_mobile
@@ -109,12 +109,7 @@ def calibration_batches(opts: ExportOptions, meta) -> Tuple[np.ndarray, str]:
     if not folder.is_dir():
         raise UserError(f"--calibration {folder}: " + ("not a folder" if folder.exists() else "not found"))
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:500]
-    images, bad = [], []
-    for f in files:  # an unreadable file is skipped (and named), as predict does: the others still calibrate
-        try:
-            images.append(image_batch(meta, [f]))
-        except UserError:
-            bad.append(f.name)
+    images, bad = readable_images(meta, files)
     if not images:
         raise UserError(f"--calibration {folder}: no readable images found")
     skipped = f"; skipped {len(bad)} unreadable: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}" if bad else ""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ....errors import UserError
 from ....images import IMAGE_SUFFIXES
-from ...validate import image_batch, sample_crops
+from ...validate import image_batch, readable_images, sample_crops
 
 MIN_HOLDOUT = 50
 HOLDOUT_SEED, CALIB_SEED = 5000, 1
@@ -61,12 +61,8 @@ def _folder_split(folder: Path, calibration_size: int, holdout: int) -> Tuple[Li
 
 
 def _load(meta, files: List[Path], bad: List[str]) -> np.ndarray:
-    images = []
-    for f in files:  # an unreadable file is skipped (and named), as predict does
-        try:
-            images.append(image_batch(meta, [f]))
-        except UserError:
-            bad.append(f.name)
+    images, unreadable = readable_images(meta, files)
+    bad.extend(unreadable)
     if not images:
         raise UserError(f"int8: none of {len(files)} images could be read")
     return np.concatenate(images)
