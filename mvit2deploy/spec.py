@@ -106,9 +106,10 @@ COREML_COMPRESSIONS = ("int8", "palettize4", "palettize8")
 # target holds; "fast" is v0.2's all-int8 graph (every Conv/Gemm/MatMul, Sigmoid, Mul, Add quantised), no target.
 INT8_PRESETS = {"accurate": "keep the most sensitive nodes in float until --int8-target holds on held-out images",
                 "fast": "the all-int8 graph (fastest, no accuracy target)"}
-# No preset given: "accurate" when --int8-target / --int8-max-fallback ask for a budget, else "fast". The default
-# stays fast because on filled width-1.0 weights the target needs every unit in float (docs/benchmarks.md 1b).
-DEFAULT_INT8_PRESET = None
+# The default keeps the target, whatever it costs in speed (the summary and the metadata say what): on filled
+# (untrained) weights it needs nearly every unit in float (docs/benchmarks.md 1b); "fast" is the fastest graph.
+DEFAULT_INT8_PRESET = "accurate"
+INT8_PRESET_FORMATS = ("onnx", "ort")  # the export formats whose int8 the presets and the budget apply to
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy", "distribution")  # ONNX Runtime's calibrators
 DEFAULT_CALIBRATION_METHOD = "percentile"
 DEFAULT_CALIBRATION_SIZE = 32  # calibration images (bundled-photo views unless --calibration DIR)

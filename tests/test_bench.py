@@ -30,7 +30,8 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(cache):
-    settings = BenchSettings(threads=1, warmup=1, runs=3, cache_dir=cache, max_warmup_s=3.0)
+    # int8 rows: the all-int8 graph (`fast`); the default `accurate` preset's budget is test_int8_budget's
+    settings = BenchSettings(threads=1, warmup=1, runs=3, cache_dir=cache, max_warmup_s=3.0, int8_preset="fast")
     return run_bench([MODEL], runtimes=["torch", "onnxruntime", "ort-mobile", "coreml"], precisions=["fp32", "int8"],
                      sizes=[SIZE], batches=[1], settings=settings)
 

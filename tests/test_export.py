@@ -199,7 +199,7 @@ def test_int8_of_an_untrained_network_falls_back_to_min_max_ranges(tmp_path):
     # a randomly initialised network has zero-range tensors that the percentile histograms refuse;
     # `bench` exports such networks, so int8 must still work and say which ranges it used
     res = export(ExportOptions(CLS, random_init=True, output=tmp_path / "r.onnx", image_size=(96, 96),
-                               precision="int8"))
+                               precision="int8", int8_preset="fast"))
     assert res.report.passed and res.path.exists()
     assert any("min-max, as percentile histograms failed" in w for w in res.warnings)
 

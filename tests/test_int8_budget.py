@@ -78,6 +78,35 @@ def test_budget_stops_at_the_first_k_that_meets_the_target(graphs, ranking):
     assert res.ok and k > 0 and steps[k].ok and not steps[k - 1].ok
     assert steps[k].values["cosine"] >= target["cosine"]
     assert res.kept == [s.node for s in ranking[:k]]
+    assert all(s.images == len(x) for s in res.steps if s.ok)  # a pass is measured on every held-out image
+
+
+def test_check_stops_once_the_target_cannot_hold(graphs):
+    """metrics.check: the full run equals task_metrics; a target the first chunk already rules out stops there."""
+    x = graphs["held"]
+    ref = metrics.run(metrics.session(graphs["fm"], []), x)
+    q = metrics.session(graphs["qm"], [])
+    full = metrics.task_metrics("classification", ref, metrics.run(q, x))
+    values, seen = metrics.check(q, x, ref, "classification", {}, chunk=4)
+    assert seen == len(x) and values == pytest.approx(full, abs=1e-12)
+    # all-int8 cosine < 1 on every image: the deficit of 4 images exceeds what cosine >= 1 - 1e-9 allows
+    values, seen = metrics.check(q, x, ref, "classification", {"cosine": 1 - 1e-9}, chunk=4)
+    assert seen == 4 and values["cosine"] < 1 - 1e-9
+    per = metrics.per_image("classification", ref, metrics.run(q, x))["cosine"]
+    # a target just below the all-int8 mean holds: every image is run
+    values, seen = metrics.check(q, x, ref, "classification", {"cosine": float(per.mean()) - 1e-6}, chunk=4)
+    assert seen == len(x) and metrics.meets(values, {"cosine": float(per.mean()) - 1e-6})
+
+
+def test_default_preset_keeps_the_task_target():
+    from mvit2deploy.export.options import int8_target
+    from mvit2deploy.spec import INT8_TARGETS
+
+    opts = ExportOptions(MODEL, precision="int8")
+    assert opts.int8_preset == "accurate"
+    for task, target in INT8_TARGETS.items():
+        assert int8_target(opts, task) == target
+    assert int8_target(ExportOptions(MODEL, precision="int8", int8_preset="fast"), "classification") == {}
 
 
 def test_each_calibration_method_runs(graphs):
@@ -105,6 +134,7 @@ def test_export_keeps_float_nodes_in_metadata_and_graph(filled_checkpoints, tmp_
                                image_size=(SIZE, SIZE), precision="int8", calibration_size=6, int8_holdout=24,
                                int8_target="cosine=0.999", save_report=report))
     info = read_meta(out).options["int8"]
+    assert info["preset"] == "accurate"  # the default
     assert info["ok"] and info["kept_float"] and info["values"]["cosine"] >= 0.999
     assert info["latency_ms"]["chosen"] > 0 and info["data"]["disjoint"]
     model = onnx.load(str(out))
@@ -144,3 +174,18 @@ def test_bad_int8_options_are_usage_errors(filled_checkpoints, tmp_path):
                   ["--precision", "fp32", "--int8-preset", "fast"]):
         r = CliRunner().invoke(app, base + extra)
         assert r.exit_code == 2, (extra, r.output)
+
+
+def test_every_unit_in_float_is_fp32_for_the_mobile_graph_too(filled_checkpoints, tmp_path):
+    """The android graph (ReduceMean GroupNorm, one Softmax) has float ops that read quantised tensors (Sub,
+    ReduceMean, Softmax): they are units too, so the budget can always reach the fp32 graph."""
+    res = export(ExportOptions(MODEL, weights=filled_checkpoints["cls_mobilevitv2_w0.5"], output=tmp_path / "a.onnx",
+                               image_size=(SIZE, SIZE), target="android"))
+    calib, _, _ = split(res.meta, None, 6, 4)
+    pre = calibrate.prepare(onnx.load(str(res.path)), tmp_path)
+    fm = onnx.load(str(pre))
+    qm, _ = calibrate.quantize(pre, list(calib), "minmax", postprocessing_nodes(fm), tmp_path)
+    groups = sensitivity.units(qm, fm)
+    assert {"ReduceMean", "Softmax"} <= {n.op_type for n in fm.graph.node if n.name in groups}
+    every = keep_float(qm, fm, [n for u in groups.values() for n in u])
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in every.graph.node)

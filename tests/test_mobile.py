@@ -128,8 +128,7 @@ def test_android_gives_one_nnapi_partition_per_task(exported, tmp_path, filled_c
 def test_mobile_ort_is_runtime_style_loads_and_runs(exported):
     fp32 = exported(CLS, "android", 64, fmt="ort")
     # int8 at 64 px: the seeded random weights (the filled reference weights lose too much at this size)
-    # the all-int8 graph (`fast`): a graph with nodes kept in float by the `accurate` budget does not convert to
-    # .ort yet (ORT's runtime-optimisation pass makes an invalid bias DequantizeLinear; open, see issue 19 notes)
+    # the all-int8 graph (`fast`): the `accurate` budget's scan would cost minutes here (test_int8_budget's)
     int8 = exported(CLS, "android", 64, fmt="ort", precision="int8", random_init=True, int8_preset="fast")
     assert fp32.report.passed and int8.report.passed
     assert provider(fp32, "NNAPI")["partitions"] == 1 and provider(fp32, "NNAPI")["coverage"] == 100.0

@@ -101,7 +101,7 @@ def cls_run(work, ckpt, pictures, cls_truth):
     root = class_folders(work / "cls_index", pictures, cls_truth[0])
     result = val(root, [CLS], runtimes=["torch", "onnxruntime"], precisions=["fp32", "int8"], weights=ckpt[CLS],
                  image_size=(SIZE[CLS],) * 2, cache_dir=work / "cache", save_dir=work / "cls_save",
-                 json_file=work / "cls.json", csv_file=work / "cls.csv")
+                 json_file=work / "cls.json", csv_file=work / "cls.csv", int8_preset="fast")
     return root, result
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import fs
 from ..errors import UserError
-from ..spec import FORMATS, RUNTIMES
+from ..spec import DEFAULT_INT8_PRESET, FORMATS, INT8_PRESET_FORMATS, RUNTIMES
 from .rows import BenchSettings, Config, conditions, reason_of
 from .planning import artifact_meta
 
@@ -64,8 +64,16 @@ def cache_path(cfg: Config, w: Weights, settings: BenchSettings) -> Path:
 
     fmt = export_format(cfg.runtime)
     h, wd = cfg.size
+    precision = f"int8{settings.int8_preset}" if int8_preset_of(cfg, settings) else cfg.precision
     return (Path(settings.cache_dir) /
-            f"{cfg.model}-{h}x{wd}-{cfg.precision}-{w.tag}-v{__version__}{FORMATS[fmt].suffix}")
+            f"{cfg.model}-{h}x{wd}-{precision}-{w.tag}-v{__version__}{FORMATS[fmt].suffix}")
+
+
+def int8_preset_of(cfg: Config, settings: BenchSettings) -> Optional[str]:
+    """The int8 preset `cfg` is exported with; None where presets do not apply (not int8, or Core ML /
+    OpenVINO int8)."""
+    applies = cfg.precision == "int8" and export_format(cfg.runtime) in INT8_PRESET_FORMATS
+    return settings.int8_preset if applies else None
 
 
 def _sidecar(path: Path) -> Path:
@@ -117,7 +125,8 @@ def _exported(cfg: Config, w: Weights, settings: BenchSettings, path: Path,
         batch=None, format=fmt, force=True, keep_failed=settings.keep_failed,
         precision="fp16" if coreml and cfg.precision == "int8" else cfg.precision,
         compress="int8" if coreml and cfg.precision == "int8" else None,
-        compute_units=settings.compute_units if coreml else "all")
+        compute_units=settings.compute_units if coreml else "all",
+        int8_preset=int8_preset_of(cfg, settings) or DEFAULT_INT8_PRESET)
     try:
         result = exporter.export(opts, step=lambda s: progress(f"  {label}: {s}"))
     except Exception as exc:  # an export that fails is a row with the reason, not a crash

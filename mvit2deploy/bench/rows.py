@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import UserError
 from ..paths import user_cache_dir
-from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, RUNTIMES, check_choice
+from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, DEFAULT_INT8_PRESET, INT8_PRESETS, RUNTIMES, check_choice
 
 DEVICES = tuple(dict.fromkeys(d for r in RUNTIMES.values() for d in r.devices))
 
@@ -40,6 +40,7 @@ class BenchSettings:
     rounds: int = 5  # the configurations of one size and batch take turns, each round a share of the runs (1: in a row)
     round_pause_s: float = 0.3  # before each turn: idle threads of the previous runtime stop spinning
     device: str = "CPU"  # for the runtimes with a --device (OpenVINO)
+    int8_preset: str = DEFAULT_INT8_PRESET  # int8 ONNX / ORT exports (spec.INT8_PRESETS)
 
 
 def check_settings(settings: BenchSettings) -> None:
@@ -53,6 +54,7 @@ def check_settings(settings: BenchSettings) -> None:
     check_threads(settings.threads)
     check_choice(settings.compute_units, COMPUTE_UNITS, "--compute-units")
     check_choice(settings.device, DEVICES, "--device")
+    check_choice(settings.int8_preset, INT8_PRESETS, "--int8-preset")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from ..console import console, err_console, note, say
 from ..errors import UserError
-from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, FORMATS, PRECISIONS, RUNTIMES
+from ..spec import COMPUTE_UNITS, DEFAULT_COMPUTE_UNITS, DEFAULT_INT8_PRESET, FORMATS, INT8_PRESETS, PRECISIONS, RUNTIMES
 
 DEVICES = RUNTIMES["openvino"].devices
 from ._common import run_guarded
@@ -116,6 +116,9 @@ def run(
     keep_failed: bool = typer.Option(False, "--keep-failed",
                                      help="Bench artifacts whose export-time validation failed (parity shows it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing --json/--csv/--markdown/--plot files."),
+    int8_preset: str = typer.Option(DEFAULT_INT8_PRESET, "--int8-preset",
+                                    help="int8 ONNX / ORT rows: " + ", ".join(INT8_PRESETS) + " (export's "
+                                         "--int8-preset; the file name in the cache says which)."),
     data: Optional[Path] = typer.Option(None, "--data",
                                         help="Labelled dataset (val's layouts): a metric column of each measured "
                                              "row's own artifact, computed after the timing."),
@@ -135,7 +138,7 @@ def run(
     settings = BenchSettings(threads=threads, warmup=warmup, runs=runs, min_time=min_time, rounds=rounds,
                              cache_dir=cache_dir or default_cache_dir(), weights=weights,
                              compute_units=compute_units, coreml_export=coreml_export, keep_failed=keep_failed,
-                             device=device.upper())
+                             device=device.upper(), int8_preset=int8_preset)
     check_settings(settings)
     check_outputs({"--json": json_file, "--csv": csv_file, "--markdown": markdown, "--plot": plot}, force)
     command = "mvit2deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if _from_shell() else None

@@ -70,9 +70,8 @@ def export_cmd(
                                                        "Core ML: fp16)."),
     calibration: Optional[Path] = typer.Option(None, help="Folder of images (searched recursively) for int8 "
                                                "calibration and the held-out check."),
-    int8_preset: Optional[str] = typer.Option(DEFAULT_INT8_PRESET, help="int8: " + "; ".join(
-        f"{k}: {v}" for k, v in INT8_PRESETS.items()) + " (default: accurate when --int8-target or "
-        "--int8-max-fallback is given, else fast)."),
+    int8_preset: str = typer.Option(DEFAULT_INT8_PRESET, help="int8: " + "; ".join(
+        f"{k}: {v}" for k, v in INT8_PRESETS.items()) + "."),
     int8_target: Optional[str] = typer.Option(None, help="int8: NAME=MIN[,NAME=MIN] on held-out images, or 'none' "
                                               "(defaults: " + "; ".join(f"{t}: " + ",".join(
                                                   f"{k}={v:g}" for k, v in m.items()) for t, m in INT8_TARGETS.items())

@@ -30,10 +30,11 @@ def budget_table(outcome) -> Optional[Table]:
     target = ", ".join(f"{k} >= {v:g}" for k, v in outcome.target.items()) or "none"
     table = Table(title=f"int8 budget (held-out, target {target})", title_justify="left")
     names = list(outcome.steps[0]["values"]) if outcome.steps else []
-    for col in ("nodes in float", *names, "meets"):
+    for col in ("nodes in float", *names, "images", "meets"):
         table.add_column(col)
-    for s in outcome.steps:
-        table.add_row(str(s["kept"]), *(f"{s['values'][n]:.4f}" for n in names), "yes" if s["ok"] else "no")
+    for s in outcome.steps:  # a failing step stops once its images rule the target out (budget.search)
+        table.add_row(str(s["kept"]), *(f"{s['values'][n]:.4f}" for n in names), str(s.get("images", "")),
+                      "yes" if s["ok"] else "no")
     lat = outcome.latency_ms
     if lat:
         table.caption = (f"latency (batch 1, interleaved A/B): fp32 {lat['fp32']:.2f} ms, all-int8 "

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..console import console, err_console, escape, note, say, tagged
-from ..spec import PRECISIONS, RUNTIMES
+from ..spec import DEFAULT_INT8_PRESET, INT8_PRESETS, PRECISIONS, RUNTIMES
 from ._common import run_guarded
 
 
@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
         min_metric: Optional[float] = typer.Option(None, "--min-metric", help="Exit 1 if a row is below (0..1)."),
         force: bool = typer.Option(False, "--force", help="Overwrite output files."),
         layout: Optional[str] = typer.Option(None, "--layout", help="Override the detected dataset layout."),
+        int8_preset: str = typer.Option(DEFAULT_INT8_PRESET, "--int8-preset",
+                                        help="int8 rows of zoo ids (ONNX / ORT): " + ", ".join(INT8_PRESETS) + "."),
     ) -> None:
         """Task accuracy of every model x runtime x precision on a labelled dataset, side by side."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -83,7 +85,7 @@ def register(app: typer.Typer) -> None:
             result = val(dataset, model, runtimes=_split(runtime), precisions=_split(precision), weights=weights,
                          random_init=random_init, limit=limit, batch=batch, threads=threads, json_file=json_file,
                          csv_file=csv_file, save_dir=save_dir, max_drop=max_drop, min_metric=min_metric,
-                         force=force, layout=layout, on_start=on_start, on_batch=on_batch,
+                         force=force, layout=layout, int8_preset=int8_preset, on_start=on_start, on_batch=on_batch,
                          progress=lambda s: say(s, err=True))
         finally:
             progress.stop()

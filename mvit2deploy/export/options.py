@@ -14,8 +14,8 @@ from ..fs import check_writable
 from ..models import get_entry
 from ..spec import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS,
                     DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_INT8_PRESET, DEFAULT_OPSET,
-                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, INT8_HOLDOUT, INT8_PRESETS, INT8_TARGETS,
-                    IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_choice,
+                    DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, INT8_HOLDOUT, INT8_PRESET_FORMATS,
+                    INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_choice,
                     check_size, format_precisions)
 
 DEFAULT_DIR = Path("exports")
@@ -40,7 +40,7 @@ class ExportOptions:
     precision: str = DEFAULT_PRECISION
     calibration: Optional[Path] = None
     # int8 (ONNX / ORT): preset, accuracy target and fallback budget, calibration (spec: INT8_* tables)
-    int8_preset: Optional[str] = DEFAULT_INT8_PRESET  # None: see int8_preset_of
+    int8_preset: str = DEFAULT_INT8_PRESET
     int8_target: Optional[str] = None  # "top1_agree=0.98,cosine=0.999" or "none"; None: spec.INT8_TARGETS[task]
     int8_max_fallback: Optional[int] = None  # most nodes kept in float; None: no cap
     int8_holdout: int = INT8_HOLDOUT  # held-out images the target is measured on
@@ -145,35 +145,27 @@ INT8_OPTION_DEFAULTS = {"int8_preset": DEFAULT_INT8_PRESET, "int8_target": None,
 def check_int8_options(opts: ExportOptions, task: str) -> None:
     """The int8 options: only with --precision int8 for ONNX / ORT; names from spec; a parseable target."""
     given = [k for k, v in INT8_OPTION_DEFAULTS.items() if getattr(opts, k) != v]
-    if given and (opts.precision != "int8" or opts.format not in ("onnx", "ort")):
+    if given and (opts.precision != "int8" or opts.format not in INT8_PRESET_FORMATS):
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UserError(f"{flags}: only with --precision int8 and --format onnx or ort")
-    if opts.int8_preset is not None:
-        check_choice(opts.int8_preset, INT8_PRESETS, "--int8-preset")
+    check_choice(opts.int8_preset, INT8_PRESETS, "--int8-preset")
     check_choice(opts.calibration_method, CALIBRATION_METHODS, "--calibration-method")
     if opts.calibration_size < 1 or opts.int8_holdout < 1:
         raise UserError("--calibration-size and --int8-holdout must be positive")
     if opts.int8_max_fallback is not None and opts.int8_max_fallback < 0:
         raise UserError("--int8-max-fallback must be 0 or more")
-    if int8_preset_of(opts) == "fast" and opts.int8_target not in (None, "none"):
-        raise UserError("--int8-preset fast has no target (it is the all-int8 graph): drop --int8-target")
+    if opts.int8_preset == "fast" and (opts.int8_target not in (None, "none") or opts.int8_max_fallback is not None):
+        raise UserError("--int8-preset fast has no target (it is the all-int8 graph): drop --int8-target and "
+                        "--int8-max-fallback")
     int8_target(opts, task)  # a malformed --int8-target fails here, before any work
     if opts.save_report is not None:
         check_writable(Path(opts.save_report), "--save-report", opts.force)
 
 
-def int8_preset_of(opts: ExportOptions) -> str:
-    """The preset in force: the one given, else "accurate" when a budget was asked for, else "fast"."""
-    if opts.int8_preset is not None:
-        return opts.int8_preset
-    budget = opts.int8_target not in (None, "none") or opts.int8_max_fallback is not None
-    return "accurate" if budget else "fast"
-
-
 def int8_target(opts: ExportOptions, task: str) -> Dict[str, float]:
     """The target the budget loop must meet: {} for the fast preset or 'none', else --int8-target parsed
     ('top1_agree=0.97,cosine=0.998'; names from spec.INT8_TARGETS[task]) or the task's default."""
-    if int8_preset_of(opts) == "fast" or (opts.int8_target or "").strip().lower() == "none":
+    if opts.int8_preset == "fast" or (opts.int8_target or "").strip().lower() == "none":
         return {}
     if opts.int8_target is None:
         return dict(INT8_TARGETS[task])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
-from ..spec import DEFAULT_PRECISION, PRECISIONS, REFERENCE_RUNTIME, RUNTIMES, TORCH_PRECISION_NOTE
+from ..spec import DEFAULT_INT8_PRESET, DEFAULT_PRECISION, PRECISIONS, REFERENCE_RUNTIME, RUNTIMES, TORCH_PRECISION_NOTE
 
 EVAL_SCORE_THRESHOLD = 0.01  # cvnets SSD conf_threshold for COCO evaluation
 EVAL_MAX_DETECTIONS = 200
@@ -147,15 +147,14 @@ def plan_rows(models: Sequence[str], runtimes: Optional[Sequence[str]], precisio
     return rows, groups, notes
 
 
-def _detection_export(row: Row, w, cache_dir: Path, progress: Callable[[str], None]):
+def _detection_export(row: Row, w, settings, progress: Callable[[str], None]):
     """Detection rows need NMS at the evaluation threshold (0.01, 200 boxes), not bench's 0.3: the same cache,
     the same name with `-score0.01`."""
-    from ..bench.cache import Prepared, cache_path, export_format
-    from ..bench.rows import BenchSettings, Config, reason_of
+    from ..bench.cache import Prepared, cache_path, export_format, int8_preset_of
+    from ..bench.rows import Config, reason_of
     from ..export import ExportOptions, export
 
     cfg = Config(row.model, row.runtime, row.precision, row.size, 1, task="detection")
-    settings = BenchSettings(cache_dir=cache_dir, weights=w.export_weights)
     base = cache_path(cfg, w, settings)
     path = base.with_name(f"{base.stem}-score{EVAL_SCORE_THRESHOLD:g}{base.suffix}")
     if path.exists():
@@ -165,7 +164,8 @@ def _detection_export(row: Row, w, cache_dir: Path, progress: Callable[[str], No
         export(ExportOptions(model_id=row.model, weights=w.export_weights, random_init=w.random_init, output=path,
                              image_size=row.size, format=export_format(row.runtime), precision=row.precision,
                              force=True, keep_failed=True, score_threshold=EVAL_SCORE_THRESHOLD,
-                             max_detections=EVAL_MAX_DETECTIONS),
+                             max_detections=EVAL_MAX_DETECTIONS,
+                             int8_preset=int8_preset_of(cfg, settings) or DEFAULT_INT8_PRESET),
                step=lambda s: progress(f"  {row.label}: {s}"))
     except Exception as exc:  # noqa: BLE001  (a failed export is a row with the reason)
         return Prepared(error=f"export failed: {reason_of(exc)}")
@@ -173,7 +173,7 @@ def _detection_export(row: Row, w, cache_dir: Path, progress: Callable[[str], No
 
 
 def prepare(rows: Sequence[Row], groups: Dict[Tuple, object], task: str, cache_dir: Path,
-            progress: Callable[[str], None]) -> None:
+            progress: Callable[[str], None], int8_preset: str = DEFAULT_INT8_PRESET) -> None:
     """Export what the zoo-id rows need (Core ML only where it can run), set each row's artifact or reason."""
     from ..bench.cache import cached_or_exported
     from ..bench.rows import BenchSettings, Config
@@ -189,13 +189,14 @@ def prepare(rows: Sequence[Row], groups: Dict[Tuple, object], task: str, cache_d
         key = (row.model, row.runtime, row.precision, row.size)
         if key not in done:
             w = groups[row.group]
+            # keep_failed: an int8 export outside export's agreement bounds is what val is there to measure
+            settings = BenchSettings(cache_dir=cache_dir, keep_failed=True, weights=w.export_weights,
+                                     int8_preset=int8_preset)
             if task == "detection":
-                done[key] = _detection_export(row, w, cache_dir, progress)
+                done[key] = _detection_export(row, w, settings, progress)
             else:
                 cfg = Config(row.model, row.runtime, row.precision, row.size, 1, task=task)
-                # keep_failed: an int8 export outside export's agreement bounds is what val is there to measure
-                done[key] = cached_or_exported(cfg, w, BenchSettings(cache_dir=cache_dir, keep_failed=True,
-                                                                     weights=w.export_weights), progress)
+                done[key] = cached_or_exported(cfg, w, settings, progress)
         prepared = done[key]
         row.artifact = prepared.path
         if prepared.error:

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import UserError
+from ..spec import DEFAULT_INT8_PRESET, INT8_PRESETS, check_choice
 from ..images import BadImage, preprocess
 from ..predict import Failure, default_workers, open_image
 from . import plan as planning
@@ -315,17 +316,20 @@ def val(dataset: Union[str, Path], models: Sequence[str], *, runtimes: Optional[
         save_dir: Optional[Union[str, Path]] = None, max_drop: Optional[float] = None,
         min_metric: Optional[float] = None, force: bool = False, layout: Optional[str] = None,
         image_size: Optional[Tuple[int, int]] = None, cache_dir: Optional[Union[str, Path]] = None,
-        workers: Optional[int] = None, reference: bool = True, progress: Callable[[str], None] = lambda s: None,
+        workers: Optional[int] = None, reference: bool = True, int8_preset: str = DEFAULT_INT8_PRESET,
+        progress: Callable[[str], None] = lambda s: None,
         on_batch: Optional[Callable[[object], None]] = None, on_start: Optional[Callable[[int], None]] = None
         ) -> ValResult:
     """Evaluate every model x runtime x precision on `dataset`; outputs (json / csv / save_dir) are written
     before returning. The options are the CLI's (`mvit2deploy val --help`); extras: image_size (zoo ids),
-    cache_dir (exports; default the bench cache), workers (decode threads), reference=False (no PyTorch row)."""
+    cache_dir (exports; default the bench cache), workers (decode threads), reference=False (no PyTorch row),
+    int8_preset (of the int8 ONNX / ORT exports: spec.INT8_PRESETS)."""
     from ..bench import environment
     from ..bench.rows import default_cache_dir
     from . import report
 
     _check_options(batch, limit, max_drop, min_metric, json_file, csv_file, save_dir, force, threads)
+    check_choice(int8_preset, INT8_PRESETS, "--int8-preset")
     weights = Path(weights) if weights is not None else None
     rows, groups, notes = planning.plan_rows(models, runtimes, precisions, weights, random_init, image_size,
                                              reference)
@@ -335,7 +339,8 @@ def val(dataset: Union[str, Path], models: Sequence[str], *, runtimes: Optional[
     task, labels = _model_task_labels(models[0])
     data = open_dataset(dataset, labels, task, layout)  # a bad dataset stops before any export
     samples = subset(data.samples, limit)
-    planning.prepare(rows, groups, task, Path(cache_dir) if cache_dir else default_cache_dir(), progress)
+    planning.prepare(rows, groups, task, Path(cache_dir) if cache_dir else default_cache_dir(), progress,
+                     int8_preset)
     progress("opening sessions")
     planning.open_sessions(rows, groups, threads)
     result = evaluate(data, samples, rows, batch=batch, workers=workers, limit=limit, notes=notes,

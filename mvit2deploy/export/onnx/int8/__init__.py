@@ -2,9 +2,8 @@
 worst in float until the held-out target holds. `quantize_int8` is the one entry point; `stage.int8_stage` is
 what the ONNX export pipeline calls.
 
-Presets (spec.INT8_PRESETS): "accurate" runs the budget loop against the task's target
-(spec.INT8_TARGETS); "fast" (the default unless a target is asked for) is v0.2's all-int8 graph, no loop.
-Both report the held-out agreement.
+Presets (spec.INT8_PRESETS): "accurate" (the default) runs the budget loop against the task's target
+(spec.INT8_TARGETS); "fast" is v0.2's all-int8 graph, no loop. Both report the held-out agreement.
 """
 from __future__ import annotations
 

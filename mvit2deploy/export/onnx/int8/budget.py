@@ -4,7 +4,8 @@ The number of nodes kept in float, k, grows along the sensitivity ranking: k = 0
 graph meets the target (or k reaches --int8-max-fallback), then a bisection between the last failing and
 the first passing k finds a k that passes while k - 1 fails, in O(log k) evaluations instead of k. Every k
 tried is recorded. When the agreement grows with k (it does, up to noise: each graph keeps the previous
-one's float nodes), this is the first k of the one-at-a-time walk that meets the target.
+one's float nodes), this is the first k of the one-at-a-time walk that meets the target. A graph that fails
+stops at the first images that rule the target out (metrics.check), so most of the walk costs a few images.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from .surgery import keep_float
 @dataclass
 class Step:
     kept: int
-    values: Dict[str, float]
+    values: Dict[str, float]  # over the images run
     ok: bool
+    images: int = 0  # held-out images run: fewer than all when the target could no longer hold
 
 
 @dataclass
@@ -49,8 +51,10 @@ def search(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, ranking: Seque
     def evaluate(k: int) -> bool:
         if k not in tried:
             models[k] = keep_float(qmodel, float_model, [n for unit in ranking[:k] for n in unit])
-            values = metrics.task_metrics(task, reference, metrics.run(metrics.session(models[k], []), x))
-            tried[k] = Step(k, values, metrics.meets(values, target))
+            # the last k allowed runs every image, so that a missed target is reported over all of them
+            stop_at = {} if k == limit else target
+            values, seen = metrics.check(metrics.session(models[k], []), x, reference, task, stop_at)
+            tried[k] = Step(k, values, seen == len(x) and metrics.meets(values, target), seen)
             progress(tried[k])
         return tried[k].ok
 

@@ -1,4 +1,4 @@
-"""Task-level agreement of an int8 graph with the fp32 graph, and the targets the budget loop must meet.
+"""Task-level agreement of an int8 graph with the fp32 graph, image by image, and the early stop of a check.
 
 Both graphs run in ONNX Runtime on the same held-out images; the fp32 graph is the reference (it matches
 PyTorch to 1e-5, checked by every fp32 export). Besides the task outputs, each run exposes the float tensors
@@ -7,40 +7,10 @@ boxes before NMS), whose relative error ranks the nodes in the sensitivity scan.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import onnx
-
-# task -> metric -> default minimum, measured on held-out images (documented in the README)
-TARGETS: Dict[str, Dict[str, float]] = {
-    "classification": {"top1_agree": 0.98, "cosine": 0.999},
-    "segmentation": {"pixel_agree": 0.995},
-    "detection": {"det_matched": 0.95},
-}
-
-
-def parse_target(text: str, task: str) -> Dict[str, float]:
-    """'top1_agree=0.97,cosine=0.998' -> dict; names must be the task's metrics; 'none' -> {} (no budget)."""
-    from ....errors import UserError
-
-    if text.strip().lower() == "none":
-        return {}
-    out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        if name not in TARGETS[task]:
-            raise UserError(f"--int8-target {part!r}: {task} metrics are {', '.join(TARGETS[task])}")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise UserError(f"--int8-target {part!r}: expected NAME=NUMBER") from None
-        if not 0 <= out[name] <= 1:
-            raise UserError(f"--int8-target {part!r}: the value must lie in 0..1")
-    if not out:
-        raise UserError("--int8-target: expected NAME=NUMBER[,NAME=NUMBER] or 'none'")
-    return out
-
 
 def probe_names(model: onnx.ModelProto, task: str) -> List[str]:
     """The float tensors whose error the sensitivity scan measures."""
@@ -88,24 +58,67 @@ def relative_error(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray], probe
     return total
 
 
-def task_metrics(task: str, ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str, float]:
+def per_image(task: str, ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Each metric image by image, every value at most 1 (1: the image agrees fully with fp32)."""
     if task == "classification":
         r, g = ref["logits"].astype(np.float64), got["logits"].astype(np.float64)
         cos = (r * g).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1) + 1e-12)
-        return {"top1_agree": float((r.argmax(1) == g.argmax(1)).mean()), "cosine": float(cos.mean()),
-                "cosine_min": float(cos.min())}
+        return {"top1_agree": (r.argmax(1) == g.argmax(1)).astype(np.float64), "cosine": cos}
     if task == "segmentation":
         key = "mask" if "mask" in ref else "logits"
         rm = ref[key] if key == "mask" else ref[key].argmax(1)
         gm = got[key] if key == "mask" else got[key].argmax(1)
-        return {"pixel_agree": float((rm == gm).mean())}
+        return {"pixel_agree": (rm == gm).reshape(len(rm), -1).mean(1)}
     if "num_detections" in ref:
-        return {"det_matched": det_matched(ref, got)}
-    return {"det_matched": float("nan")}  # --no-nms: compare raw tensors only (probe error)
+        return {"det_matched": det_matched_per_image(ref, got)}
+    return {}  # --no-nms: compare raw tensors only (probe error)
 
 
-def det_matched(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> float:
-    """Fraction of fp32 detections with a same-label int8 detection at IoU >= 0.9 (both ways, min), as
+def summarise(task: str, per: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Means over the images (pixel agreement: all images have the artifact's size, so the mean of the image
+    means is the pixel mean), plus the worst cosine."""
+    out = {k: float(v.mean()) for k, v in per.items()}
+    if task == "classification":
+        out["cosine_min"] = float(per["cosine"].min())
+    if task == "detection" and not per:
+        out["det_matched"] = float("nan")
+    return out
+
+
+def task_metrics(task: str, ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> Dict[str, float]:
+    return summarise(task, per_image(task, ref, got))
+
+
+def check(sess, x: np.ndarray, ref: Dict[str, np.ndarray], task: str, target: Dict[str, float],
+          chunk: int = 16) -> Tuple[Dict[str, float], int]:
+    """The metrics of `sess` on `x` (fp32 outputs `ref`), stopping early once the target can no longer hold:
+    every metric is a mean of per-image values <= 1, so a mean >= t over n images fails for good as soon as
+    the images seen so far fall short of 1 by more than (1 - t) * n in all. Returns (metrics over the images
+    run, how many were run); a graph that meets the target always runs them all."""
+    n = len(x)
+    allowed = {m: (1.0 - t) * n for m, t in target.items()}
+    seen: Dict[str, list] = {}
+    done = 0
+    while done < n:
+        got = run(sess, x[done:done + chunk])
+        m = len(next(iter(got.values())))
+        if m == 0:
+            break
+        for k, v in per_image(task, {k: r[done:done + m] for k, r in ref.items()}, got).items():
+            seen.setdefault(k, []).append(v)
+        done += m
+        if _hopeless(seen, allowed):
+            break
+    return summarise(task, {k: np.concatenate(v) for k, v in seen.items()}), done
+
+
+def _hopeless(seen: Dict[str, list], allowed: Dict[str, float]) -> bool:
+    # a metric the graph cannot give (detection without NMS) never holds
+    return any(k not in seen or float((1.0 - np.concatenate(seen[k])).sum()) > a for k, a in allowed.items())
+
+
+def det_matched_per_image(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> np.ndarray:
+    """Per image: the fraction of fp32 detections with a same-label int8 detection at IoU >= 0.9 (both ways, min), as
     `validate` counts them against PyTorch."""
     import torch
 
@@ -120,7 +133,7 @@ def det_matched(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> float
         iou = box_iou(torch.from_numpy(ref["boxes"][i, :kr]), torch.from_numpy(got["boxes"][i, :kg])).numpy()
         same = (ref["labels"][i, :kr, None] == got["labels"][i, None, :kg]) & (iou >= 0.9)
         fracs.append(min(same.any(1).mean(), same.any(0).mean()))
-    return float(np.mean(fracs))
+    return np.asarray(fracs, np.float64)
 
 
 def meets(values: Dict[str, float], target: Dict[str, float]) -> bool:

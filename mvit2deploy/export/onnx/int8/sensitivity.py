@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 
 from . import metrics
-from ..precision import QUANTIZED_OPS
 from .surgery import keep_float, quantised_nodes
 
 CANDIDATE_OPS = ("Conv", "Gemm", "MatMul", "Mul", "Add")
@@ -51,8 +50,8 @@ def units(qmodel: onnx.ModelProto, float_model: onnx.ModelProto) -> Dict[str, Li
                 todo += list(p.input)
         out[name] = unit
     covered = {n for u in out.values() for n in u}
-    for name in quantised:  # e.g. a Reshape feeding a float op: a unit of its own
-        if name not in covered and by_name[name].op_type in QUANTIZED_OPS:
+    for name in quantised:  # e.g. a Reshape feeding a float op, or a float op (Softmax, ReduceMean, Div) that
+        if name not in covered:  # reads a quantised tensor: a unit of its own, so that every unit in float is fp32
             out[name] = [name]
     return out
 

@@ -10,7 +10,7 @@ import onnx
 from .... import jsonsafe
 from ....fs import atomic_write
 from ...job import ValidationFailed
-from ...options import int8_preset_of, int8_target
+from ...options import int8_target
 from . import Int8Outcome, quantize_int8
 from .data import split
 
@@ -21,14 +21,20 @@ def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
     missed, unless --keep-failed. The report (--save-report) is written either way: it says why."""
     target = int8_target(opts, meta.task)
     calib, held, record = split(meta, opts.calibration, opts.calibration_size, opts.int8_holdout)
-    qmodel, outcome = quantize_int8(proto, calib, held, meta.task, int8_preset_of(opts), target,
+    qmodel, outcome = quantize_int8(proto, calib, held, meta.task, opts.int8_preset, target,
                                     opts.calibration_method, opts.int8_max_fallback, record, step)
     meta.options["int8"] = outcome.meta()
     if opts.save_report is not None:
         atomic_write(Path(opts.save_report), jsonsafe.dumps(outcome.report(), indent=1) + "\n")
     notes = [f"int8 ranges: {outcome.method}; calibrated on {record['calibration']}; held out: {record['holdout']}"]
     if outcome.kept_float:
-        notes.append(f"int8: {len(outcome.kept_float)} node(s) kept in float to meet the target: "
+        units = f"{len(outcome.kept_float)} of {len(outcome.ranking)} units" if outcome.ranking else \
+            f"{len(outcome.kept_float)} units"
+        lat = outcome.latency_ms
+        cost = (f"; {lat['chosen']:.2f} ms vs fp32 {lat['fp32']:.2f} ms ({lat['fp32'] / lat['chosen']:.2f}x), "
+                f"all-int8 {lat['all-int8']:.2f} ms" if lat else "")
+        notes.append(f"int8: {units} kept in float to meet the target{cost}; the all-int8 graph "
+                     f"(--int8-preset fast) scored {_values(outcome.all_int8_values)}: "
                      + ", ".join(outcome.kept_float[:8]) + (" ..." if len(outcome.kept_float) > 8 else ""))
     if not outcome.ok:
         got = ", ".join(f"{k}={outcome.values.get(k, float('nan')):.4f} (needs >= {v:g})" for k, v in target.items())
@@ -41,3 +47,7 @@ def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
             raise err
         notes.append(msg + "; kept because of --keep-failed")
     return qmodel, notes, outcome
+
+
+def _values(values) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in values.items())
