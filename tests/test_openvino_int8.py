@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
+from cli_helpers import cli, one_line  # tests/data, put on sys.path by conftest
 from mvit2deploy.artifact import read_meta
-from mvit2deploy.cli import app
 from mvit2deploy.export.job import build_meta
 from mvit2deploy.export.onnx.int8 import stage
 from mvit2deploy.export.onnx.int8.data import split
@@ -29,16 +28,6 @@ pytest.importorskip("nncf")
 MODEL, CKPT = "mobilevitv2-0.5", "cls_mobilevitv2_w0.5"
 SIZE = 128  # int8 of these weights passes validation against PyTorch (cosine >= 0.98) from about here
 FEW = ["--calibration-size", "8", "--int8-holdout", "24"]
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line(r) -> str:
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert len(lines) == 1, r.output
-    return lines[0]
 
 
 def test_reachable_target_writes_the_ir_with_its_held_out_values(filled_checkpoints, tmp_path):
