@@ -57,9 +57,10 @@ def quiet_nncf():
         yield
 
 
-def quantize_int8(model, batches: Sequence[np.ndarray]):
-    """NNCF post-training quantisation (nncf_options), calibrated on all the given images."""
+def quantize_int8(model, batches: Sequence[np.ndarray], **extra):
+    """NNCF post-training quantisation (nncf_options, and `extra` for nncf.quantize), calibrated on all the given
+    images."""
     import nncf
 
     with quiet_nncf():
-        return nncf.quantize(model, **nncf_options(batches))
+        return nncf.quantize(model, **nncf_options(batches), **extra)
