@@ -118,6 +118,11 @@ INT8_HOLDOUT = 200  # held-out images the target is measured on (disjoint from c
 INT8_TARGETS = {"classification": {"top1_agree": 0.98, "cosine": 0.999},
                 "segmentation": {"pixel_agree": 0.995},
                 "detection": {"det_matched": 0.95}}
+# OpenVINO int8 with a target (nncf.quantize_with_accuracy_control): --int8-max-fallback is NNCF's
+# max_num_iterations (groups of quantizers reverted to float, one per iteration; 0: none, NNCF is not asked).
+# Bounded by default: every iteration validates on the held-out set, and a step back re-ranks every group (one
+# OpenVINO compile per group).
+NNCF_MAX_ITERATIONS = 8
 
 # Detection post-processing, the official evaluation's except the score threshold (cvnets evaluates at 0.01;
 # 0.3 gives pictures a person can read)

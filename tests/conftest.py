@@ -80,7 +80,7 @@ def filled_checkpoints(tmp_path_factory) -> Dict[str, Path]:
 # Test levels: `pytest -m "not slow"` runs the quick ones (units, models, weights, packaging, CLI refusals:
 # under 2 minutes); the modules below export, trace and run whole networks. CI runs everything.
 SLOW_MODULES = {"test_export", "test_coreml", "test_predict", "test_bench", "test_graph_rewrites", "test_val",
-                "test_mobile", "test_openvino", "test_int8_budget", "test_bench_data"}
+                "test_mobile", "test_openvino", "test_openvino_int8", "test_int8_budget", "test_bench_data"}
 
 
 def pytest_collection_modifyitems(config, items):

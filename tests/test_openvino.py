@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from fill import fill_state_dict  # tests/data, put on sys.path by conftest
+from cli_helpers import cli, one_line  # tests/data, put on sys.path by conftest
+from fill import fill_state_dict
 from mvit2deploy.artifact import read_meta
 from mvit2deploy.bench import BenchSettings, run_bench
-from mvit2deploy.cli import app
 from mvit2deploy.cpu import cpu_flags
 from mvit2deploy.errors import UserError
 from mvit2deploy.export import ExportOptions, export
@@ -34,16 +33,6 @@ MODELS = {  # task -> (zoo id, export size, extra export options)
     "detection": ("ssdlite-mobilevitv2-0.5-coco", 128, {}),
 }
 NATIVE_BF16 = "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line(r) -> str:
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert len(lines) == 1, r.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from ..export import DEFAULT_DIR, ExportOptions, ValidationFailed, export
 from ..spec import (CALIBRATION_METHODS, COMPUTE_UNITS, COREML_COMPRESSIONS, DEFAULT_CALIBRATION_METHOD,
                     DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET,
                     DEFAULT_INT8_PRESET, DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, EXPORT_TARGETS, FORMATS,
-                    INT8_HOLDOUT, INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET, PRECISIONS,
-                    SCORE_THRESHOLD, SEG_OUTPUTS)
+                    INT8_HOLDOUT, INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET,
+                    NNCF_MAX_ITERATIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS)
 from ._common import parse_size, run_guarded
 from .inspect import readiness_tables
 from .int8_report import int8_tables
@@ -24,7 +24,8 @@ from .int8_report import int8_tables
 STEPS = {"load": "loading weights", "trace": "tracing to ONNX", "simplify": "simplifying (onnxsim)",
          "fp16": "converting to fp16", "calibrate": "calibrating int8", "int8 held-out check": "checking int8 on "
          "held-out images", "sensitivity": "ranking int8 nodes by sensitivity", "budget": "keeping sensitive nodes "
-         "in float until the int8 target holds", "latency": "timing fp32 / all-int8 / chosen int8 (A/B)", "validate": "validating against PyTorch",
+         "in float until the int8 target holds", "accuracy control": "NNCF accuracy control (reverting quantizers "
+         "until the int8 target holds)", "latency": "timing fp32 / all-int8 / chosen int8 (A/B)", "validate": "validating against PyTorch",
          "ort": "converting to ORT format", "readiness": "checking mobile readiness (ORT's checker)",
          "openvino": "converting to OpenVINO IR", "convert": "converting to Core ML",
          "check": "checking the Core ML spec", "write": "writing"}
@@ -77,10 +78,11 @@ def export_cmd(
                                                   f"{k}={v:g}" for k, v in m.items()) for t, m in INT8_TARGETS.items())
                                               + ")."),
     int8_max_fallback: Optional[int] = typer.Option(None, help="int8: most nodes kept in float to meet the target "
-                                                    "(default: no cap); missed -> exit 1."),
+                                                    "(default: no cap; OpenVINO: most groups of quantizers NNCF "
+                                                    f"reverts, default {NNCF_MAX_ITERATIONS}); missed -> exit 1."),
     int8_holdout: int = typer.Option(INT8_HOLDOUT, help="int8: held-out images the target is measured on."),
     calibration_method: str = typer.Option(DEFAULT_CALIBRATION_METHOD, help=f"int8: {_one_of(CALIBRATION_METHODS)} "
-                                           "(ONNX Runtime's calibrators)."),
+                                           "(ONNX Runtime's calibrators; not for OpenVINO)."),
     calibration_size: int = typer.Option(DEFAULT_CALIBRATION_SIZE, help="int8: calibration images."),
     save_report: Optional[Path] = typer.Option(None, help="int8: write the sensitivity / budget report (JSON) here."),
     format: str = typer.Option("onnx", "--format", help=f"{_one_of(FORMATS)}."),

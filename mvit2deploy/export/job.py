@@ -42,7 +42,7 @@ class Built:
     report: object  # has .passed and .checks
     notes: List[str] = field(default_factory=list)
     extra: List[Tuple[Path, Path]] = field(default_factory=list)  # (file in the work folder, its destination)
-    int8: Optional[object] = None  # onnx.int8.Int8Outcome of an ONNX / ORT int8 export
+    int8: Optional[object] = None  # onnx.int8.Int8Outcome of an int8 export (OpenVINO: openvino.accuracy.NncfOutcome)
 
 
 def build_meta(opts: ExportOptions, size: Tuple[int, int], weights: Optional[Path], outputs) -> ArtifactMeta:

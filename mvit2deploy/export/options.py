@@ -39,12 +39,12 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     precision: str = DEFAULT_PRECISION
     calibration: Optional[Path] = None
-    # int8 (ONNX / ORT): preset, accuracy target and fallback budget, calibration (spec: INT8_* tables)
+    # int8 (ONNX / ORT / OpenVINO): preset, accuracy target and fallback budget, calibration (spec: INT8_* tables)
     int8_preset: str = DEFAULT_INT8_PRESET
     int8_target: Optional[str] = None  # "top1_agree=0.98,cosine=0.999" or "none"; None: spec.INT8_TARGETS[task]
-    int8_max_fallback: Optional[int] = None  # most nodes kept in float; None: no cap
+    int8_max_fallback: Optional[int] = None  # most nodes kept in float; None: no cap (OpenVINO: NNCF_MAX_ITERATIONS)
     int8_holdout: int = INT8_HOLDOUT  # held-out images the target is measured on
-    calibration_method: str = DEFAULT_CALIBRATION_METHOD
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD  # ONNX / ORT only
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     save_report: Optional[Path] = None  # the int8 sensitivity / budget report (JSON)
     format: str = DEFAULT_FORMAT
@@ -72,7 +72,7 @@ class ExportResult:
     seconds: float
     extra_files: List[Path] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
-    int8: Optional[object] = None  # onnx.int8.Int8Outcome of an ONNX / ORT int8 export (sensitivity, budget)
+    int8: Optional[object] = None  # onnx.int8.Int8Outcome of an int8 export (OpenVINO: openvino.accuracy.NncfOutcome)
 
 
 IOS_INT8_REFUSAL = ("--target ios --precision int8: ONNX Runtime's Core ML provider takes no QuantizeLinear/"
@@ -143,11 +143,15 @@ INT8_OPTION_DEFAULTS = {"int8_preset": DEFAULT_INT8_PRESET, "int8_target": None,
 
 
 def check_int8_options(opts: ExportOptions, task: str) -> None:
-    """The int8 options: only with --precision int8 for ONNX / ORT; names from spec; a parseable target."""
+    """The int8 options: only with --precision int8 for ONNX / ORT / OpenVINO (--calibration-method: ONNX / ORT);
+    names from spec; a parseable target."""
     given = [k for k, v in INT8_OPTION_DEFAULTS.items() if getattr(opts, k) != v]
-    if given and (opts.precision != "int8" or opts.format not in INT8_PRESET_FORMATS):
+    if given and (opts.precision != "int8" or opts.format not in (*INT8_PRESET_FORMATS, "openvino")):
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UserError(f"{flags}: only with --precision int8 and --format onnx or ort")
+        raise UserError(f"{flags}: only with --precision int8 and --format onnx, ort or openvino")
+    if "calibration_method" in given and opts.format == "openvino":
+        raise UserError(f"--calibration-method {opts.calibration_method}: picks ONNX Runtime's calibrator; "
+                        "--format openvino calibrates with NNCF (drop the option)")
     check_choice(opts.int8_preset, INT8_PRESETS, "--int8-preset")
     check_choice(opts.calibration_method, CALIBRATION_METHODS, "--calibration-method")
     if opts.calibration_size < 1 or opts.int8_holdout < 1:

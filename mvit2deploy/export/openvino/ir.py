@@ -37,13 +37,30 @@ def run_openvino(path: Path, x: np.ndarray, batch: Optional[int], precision: str
     return {out.get_any_name(): np.concatenate([np.asarray(p[out]) for p in parts]) for out in compiled.outputs}
 
 
-def quantize_int8(model, batches: Sequence[np.ndarray]):
-    """NNCF post-training quantisation with the transformer model type (softmax and normalisation stay
-    float), calibrated on all the given images."""
+def nncf_options(calibration: Sequence[np.ndarray]) -> dict:
+    """What every NNCF call here shares: the transformer model type (softmax and normalisation stay float), the
+    mixed preset, all the calibration images (one at a time)."""
+    import nncf
+
+    return {"calibration_dataset": nncf.Dataset(list(calibration), lambda b: b[None] if b.ndim == 3 else b),
+            "model_type": nncf.ModelType.TRANSFORMER, "subset_size": len(calibration),
+            "preset": nncf.QuantizationPreset.MIXED}
+
+
+@contextlib.contextmanager
+def quiet_nncf():
+    """NNCF's log lines and progress bars silenced (the export shows its own steps)."""
     import nncf
 
     nncf.set_log_level(logging.ERROR)
-    data = nncf.Dataset(list(batches), lambda b: b[None] if b.ndim == 3 else b)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches),
-                             preset=nncf.QuantizationPreset.MIXED)
+        yield
+
+
+def quantize_int8(model, batches: Sequence[np.ndarray], **extra):
+    """NNCF post-training quantisation (nncf_options, and `extra` for nncf.quantize), calibrated on all the given
+    images."""
+    import nncf
+
+    with quiet_nncf():
+        return nncf.quantize(model, **nncf_options(batches), **extra)

@@ -1,5 +1,5 @@
-"""The OpenVINO steps of `export`: the ONNX pipeline's fp32 graph (validated there), convert, NNCF int8, save with
-metadata, validate in OpenVINO (the driver writes the .bin, then the .xml)."""
+"""The OpenVINO steps of `export`: the ONNX pipeline's fp32 graph (validated there), convert, NNCF int8 (accuracy.py),
+save with metadata, validate in OpenVINO (the driver writes the .bin, then the .xml)."""
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +39,7 @@ def _onnx_graph(job: Job) -> Built:
 def build(job: Job) -> Built:
     import openvino as ov
 
-    from .ir import quantize_int8, run_openvino, save_ir
+    from .ir import run_openvino, save_ir
 
     opts = job.opts
     graph = task_graph(job.model, opts.seg_output)
@@ -48,11 +48,12 @@ def build(job: Job) -> Built:
     job.step("openvino")
     model = ov.convert_model(str(onnx_built.path))
     meta = build_meta(opts, job.size, job.weights, onnx_built.meta.outputs)
+    int8 = None  # the int8 outcome (accuracy.NncfOutcome)
     if opts.precision == "int8":
-        job.step("calibrate")
-        batches, source = onnx_pipeline.calibration_batches(opts, meta)
-        model = quantize_int8(model, list(batches))
-        notes.append(f"int8 (NNCF, transformer preset) calibrated on {source}")
+        from .accuracy import int8_ir
+
+        model, int8_notes, int8 = int8_ir(opts, model, meta, job.step)
+        notes += int8_notes
     xml = job.work_dir / "ir" / "model.xml"
     xml.parent.mkdir()
     save_ir(model, meta, xml)
@@ -63,4 +64,4 @@ def build(job: Job) -> Built:
     xml = job.work_dir / "final" / "model.xml"  # a fresh pair: the validated one may still be mapped
     xml.parent.mkdir()
     save_ir(model, meta, xml)  # again, now with the validation summary embedded
-    return Built(xml, meta, report, notes, [(xml.with_suffix(".bin"), job.out_path.with_suffix(".bin"))])
+    return Built(xml, meta, report, notes, [(xml.with_suffix(".bin"), job.out_path.with_suffix(".bin"))], int8)

@@ -36,7 +36,7 @@ def split(meta, folder: Optional[Path], calibration_size: int, holdout: int) -> 
         calib = _load(meta, calib_files, bad)
         held = _load(meta, held_files, bad) if held_files else np.zeros((0, *calib.shape[1:]), np.float32)
         record = {"calibration": f"{len(calib)} images from {folder}", "holdout": f"{len(held)} other images from {folder}"}
-        if len(held) < MIN_HOLDOUT:
+        if len(held) < min(MIN_HOLDOUT, holdout):  # (a held-out set asked smaller than that needs no fill)
             fill = sample_crops(meta, holdout - len(held), seed=HOLDOUT_SEED)
             held = np.concatenate([held, fill]) if len(held) else fill
             record["holdout"] += f" + {len(fill)} crops of the bundled photos (the folder had too few left)"

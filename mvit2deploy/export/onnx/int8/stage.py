@@ -23,9 +23,6 @@ def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
     calib, held, record = split(meta, opts.calibration, opts.calibration_size, opts.int8_holdout)
     qmodel, outcome = quantize_int8(proto, calib, held, meta.task, opts.int8_preset, target,
                                     opts.calibration_method, opts.int8_max_fallback, record, step)
-    meta.options["int8"] = outcome.meta()
-    if opts.save_report is not None:
-        atomic_write(Path(opts.save_report), jsonsafe.dumps(outcome.report(), indent=1) + "\n")
     notes = [f"int8 ranges: {outcome.method}; calibrated on {record['calibration']}; held out: {record['holdout']}"]
     if outcome.kept_float:
         units = f"{len(outcome.kept_float)} of {len(outcome.ranking)} units" if outcome.ranking else \
@@ -36,17 +33,30 @@ def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
         notes.append(f"int8: {units} kept in float to meet the target{cost}; the all-int8 graph "
                      f"(--int8-preset fast) scored {_values(outcome.all_int8_values)}: "
                      + ", ".join(outcome.kept_float[:8]) + (" ..." if len(outcome.kept_float) > 8 else ""))
-    if not outcome.ok:
-        got = ", ".join(f"{k}={outcome.values.get(k, float('nan')):.4f} (needs >= {v:g})" for k, v in target.items())
-        msg = (f"int8 target not met on {record['holdout_size']} held-out images with {len(outcome.kept_float)} "
-               f"node(s) in float (--int8-max-fallback {opts.int8_max_fallback}): {got}")
-        if not opts.keep_failed:
-            err = ValidationFailed(msg + "; nothing written (--keep-failed keeps the artifact; "
-                                   "--int8-preset fast gives the all-int8 graph)")
-            err.int8 = outcome
-            raise err
-        notes.append(msg + "; kept because of --keep-failed")
+    notes += record_outcome(opts, meta, outcome, f"{len(outcome.kept_float)} node(s) in float")
     return qmodel, notes, outcome
+
+
+def record_outcome(opts, meta, outcome: Int8Outcome, fallback: str, kept: str = "artifact",
+                   graph: str = "graph") -> List[str]:
+    """meta.options["int8"], the report (--save-report, written either way: it says why), and the refusal of a
+    missed target: ValidationFailed (exit 1) unless --keep-failed, which keeps it with a note (returned).
+    `fallback` says what was kept in float ("3 node(s) in float"); `kept` / `graph` name the artifact."""
+    meta.options["int8"] = outcome.meta()
+    if opts.save_report is not None:
+        atomic_write(Path(opts.save_report), jsonsafe.dumps(outcome.report(), indent=1) + "\n")
+    if outcome.ok:
+        return []
+    got = ", ".join(f"{k}={outcome.values.get(k, float('nan')):.4f} (needs >= {v:g})"
+                    for k, v in outcome.target.items())
+    msg = (f"int8 target not met on {outcome.data['holdout_size']} held-out images with {fallback} "
+           f"(--int8-max-fallback {opts.int8_max_fallback}): {got}")
+    if not opts.keep_failed:
+        err = ValidationFailed(msg + f"; nothing written (--keep-failed keeps the {kept}; "
+                               f"--int8-preset fast gives the all-int8 {graph})")
+        err.int8 = outcome
+        raise err
+    return [msg + "; kept because of --keep-failed"]
 
 
 def _values(values) -> str:
