@@ -15,8 +15,8 @@ from ..models import get_entry
 from ..spec import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS,
                     DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_INT8_PRESET, DEFAULT_OPSET,
                     DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, INT8_HOLDOUT, INT8_PRESET_FORMATS,
-                    INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS, artifact_files, check_choice,
-                    check_size, format_precisions)
+                    INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD,
+                    SEG_OUTPUTS, artifact_files, check_choice, check_size, format_precisions)
 
 DEFAULT_DIR = Path("exports")
 DEFAULT_FORMAT = "onnx"

@@ -75,7 +75,9 @@ def quantize_int8(model: onnx.ModelProto, calibration: np.ndarray, holdout: np.n
     out.ranking = [asdict(s) for s in ranking]
     step("budget")
     cap = len(ranking) if max_fallback is None else max_fallback
-    res = budget.search(qmodel, float_model, [s.nodes for s in ranking], holdout, reference, task, target, cap)
+    measured = budget.Step(0, out.all_int8_values, False, len(holdout))  # k = 0: the check above
+    res = budget.search(qmodel, float_model, [s.nodes for s in ranking], holdout, reference, task, target, cap,
+                        all_int8=measured)
     out.kept_float, out.ok, out.values = res.kept, res.ok, res.values
     out.kept_float_nodes = [n for s in ranking[:len(res.kept)] for n in s.nodes]
     out.steps = [asdict(s) for s in res.steps]

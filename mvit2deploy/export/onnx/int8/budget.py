@@ -41,12 +41,13 @@ class BudgetResult:
 
 def search(qmodel: onnx.ModelProto, float_model: onnx.ModelProto, ranking: Sequence[Sequence[str]], x: np.ndarray,
            reference: Dict[str, np.ndarray], task: str, target: Dict[str, float], max_fallback: int,
-           progress: Callable[[Step], None] = lambda s: None) -> BudgetResult:
+           progress: Callable[[Step], None] = lambda s: None, all_int8: Optional[Step] = None) -> BudgetResult:
     """Smallest prefix of `ranking` (units: lists of node names) kept in float whose graph meets `target` on
-    `x` (fp32 outputs `reference`). `kept` lists the units' compute nodes; `kept_nodes` every node in float."""
+    `x` (fp32 outputs `reference`). `kept` lists the units' compute nodes; `kept_nodes` every node in float.
+    `all_int8`: the k = 0 step (`qmodel` itself) when the caller has measured it on `x` already."""
     limit = min(max_fallback, len(ranking))
-    tried: Dict[int, Step] = {}
-    models: Dict[int, onnx.ModelProto] = {}
+    tried: Dict[int, Step] = {} if all_int8 is None else {0: all_int8}
+    models: Dict[int, onnx.ModelProto] = {} if all_int8 is None else {0: qmodel}
 
     def evaluate(k: int) -> bool:
         if k not in tried:
