@@ -40,7 +40,7 @@ from mvit2deploy.export.onnx.int8 import (
 from mvit2deploy.export.onnx.int8.data import split
 from mvit2deploy.export.onnx.int8.surgery import keep_float
 from mvit2deploy.export.onnx.precision import postprocessing_nodes
-from mvit2deploy.spec import DEFAULT_CALIBRATION_SIZE, INT8_TARGETS
+from mvit2deploy.spec import DEFAULT_CALIBRATION_SIZE, DEFAULT_INT8_RANKING, INT8_RANKINGS, INT8_TARGETS
 
 WEIGHTS_ONLY = "weights only int8 (activations float)"
 SCAN_LOG_EVERY = 25  # units between progress lines of the sensitivity scan
@@ -76,7 +76,7 @@ def main() -> None:
     # the reference exposes the probe tensors the scan measures, as int8.quantize_int8 does
     probes = metrics.probe_names(fm, task)
     ref_s = metrics.session(fm, probes, args.threads)
-    ranking = scan(qm, fm, calib[:SENSITIVITY_IMAGES], ref_s, probes, clock)
+    ranking = scan(qm, fm, calib[:SENSITIVITY_IMAGES], ref_s, probes, clock, args.ranking)
     ref = metrics.run(ref_s, held)
     target = INT8_TARGETS[task]
     chosen, rows = search(qm, fm, ranking, held, ref, task, target, clock)
@@ -104,6 +104,7 @@ def parse_args():
     ap.add_argument("--model", default=None, help="a zoo id (default: mobilevitv2-<width>)")
     ap.add_argument("--holdout", type=int, default=200)
     ap.add_argument("--method", default="percentile")
+    ap.add_argument("--ranking", default=DEFAULT_INT8_RANKING, choices=sorted(INT8_RANKINGS), help="the sensitivity ranking")
     ap.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE)
     ap.add_argument("--no-time", action="store_true", help="skip the latency timing (ms and ratio print '-')")
     return ap.parse_args()
@@ -114,8 +115,12 @@ def export_fp32(model_id: str, size: int, tmp: Path):
     return export(ExportOptions(model_id, weights=tmp / "filled.pt", output=tmp / "fp32.onnx", image_size=(size, size)))
 
 
-def scan(qm, fm, x: np.ndarray, ref_s, probes, clock: Clock):
+def scan(qm, fm, x: np.ndarray, ref_s, probes, clock: Clock, how: str):
     start = clock.now()
+    if how == "sqnr":
+        ranking = sensitivity.scan_sqnr(qm, fm, x)
+        clock.log(f"sensitivity (sqnr): {len(ranking)} units on {len(x)} images: {clock.now() - start:.1f} s")
+        return ranking
 
     def progress(i: int, n: int) -> None:
         if i % SCAN_LOG_EVERY == 0:
@@ -137,7 +142,8 @@ def search(qm, fm, ranking, held, ref, task: str, target: dict[str, float], cloc
     chosen = budget.search(qm, fm, [s.nodes for s in ranking], held, ref, task, target, len(ranking), progress)
     clock.log(f"budget search, target {target}: {len(chosen.kept)} units in float (met: {chosen.ok}), "
               f"{len(chosen.steps)} graphs tried: {clock.now() - start:.1f} s")
-    return chosen, {s.kept: s.values for s in chosen.steps}
+    # a failing step stopped once its images ruled the target out: only full runs are rows (the rest rerun below)
+    return chosen, {s.kept: s.values for s in chosen.steps if s.images == len(held)}
 
 
 def agreement(task: str, ref, model: onnx.ModelProto, held: np.ndarray, threads: int) -> dict[str, float]:

@@ -110,6 +110,13 @@ INT8_PRESETS = {"accurate": "keep the most sensitive nodes in float until --int8
 # (untrained) weights it needs nearly every unit in float (docs/benchmarks.md 1b); "fast" is the fastest graph.
 DEFAULT_INT8_PRESET = "accurate"
 INT8_PRESET_FORMATS = ("onnx", "ort")  # the export formats whose int8 the presets and the budget apply to
+# how the budget ranks the units it keeps in float (export/onnx/int8/sensitivity.py)
+INT8_RANKINGS = {"output": "leave one unit at a time in float, measure the task outputs (one session per unit: "
+                           "minutes for segmentation / detection)",
+                 "sqnr": "the quantisation noise each unit adds, in one run of the int8 graph (seconds)"}
+# sqnr by measurement (docs/benchmarks.md 1b): it meets every task's target with fewer units in float than the
+# per-unit output scan (width 0.5: 187 vs 266 of 273; DeepLabv3 223 vs 286; SSDLite 223 vs 301), in seconds
+DEFAULT_INT8_RANKING = "sqnr"
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy", "distribution")  # ONNX Runtime's calibrators
 DEFAULT_CALIBRATION_METHOD = "percentile"
 DEFAULT_CALIBRATION_SIZE = 32  # calibration images (bundled-photo views unless --calibration DIR)

@@ -14,8 +14,8 @@ from ..errors import UserError
 from ..export import DEFAULT_DIR, ExportOptions, ValidationFailed, export
 from ..spec import (CALIBRATION_METHODS, COMPUTE_UNITS, COREML_COMPRESSIONS, DEFAULT_CALIBRATION_METHOD,
                     DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS, DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET,
-                    DEFAULT_INT8_PRESET, DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS, EXPORT_TARGETS, FORMATS,
-                    INT8_HOLDOUT, INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET,
+                    DEFAULT_INT8_PRESET, DEFAULT_INT8_RANKING, DEFAULT_OPSET, DEFAULT_PRECISION, DEPLOYMENT_TARGETS,
+                    EXPORT_TARGETS, FORMATS, INT8_HOLDOUT, INT8_PRESETS, INT8_RANKINGS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, MIN_OPSET,
                     NNCF_MAX_ITERATIONS, PRECISIONS, SCORE_THRESHOLD, SEG_OUTPUTS)
 from ._common import parse_size, run_guarded
 from .inspect import readiness_tables
@@ -81,6 +81,10 @@ def export_cmd(
                                                     "(default: no cap; OpenVINO: most groups of quantizers NNCF "
                                                     f"reverts, default {NNCF_MAX_ITERATIONS}); missed -> exit 1."),
     int8_holdout: int = typer.Option(INT8_HOLDOUT, help="int8: held-out images the target is measured on."),
+    int8_ranking: str = typer.Option(DEFAULT_INT8_RANKING, help="int8: how the budget ranks the nodes it keeps in "
+                                     "float: " + "; ".join(f"{k}: {v}" for k, v in INT8_RANKINGS.items()) + "."),
+    int8_allow_slower: bool = typer.Option(False, "--int8-allow-slower", help="int8: keep the graph that meets the "
+                                           "target even if it measures slower than fp32 (default: ship fp32 then)."),
     calibration_method: str = typer.Option(DEFAULT_CALIBRATION_METHOD, help=f"int8: {_one_of(CALIBRATION_METHODS)} "
                                            "(ONNX Runtime's calibrators; not for OpenVINO)."),
     calibration_size: int = typer.Option(DEFAULT_CALIBRATION_SIZE, help="int8: calibration images."),
@@ -112,7 +116,8 @@ def export_cmd(
         batch=None if batch is None else (parse_batch(batch) or "dynamic"), opset=opset,
         precision=precision or ("fp16" if format == "coreml" else DEFAULT_PRECISION),
         calibration=calibration, int8_preset=int8_preset, int8_target=int8_target,
-        int8_max_fallback=int8_max_fallback, int8_holdout=int8_holdout, calibration_method=calibration_method,
+        int8_max_fallback=int8_max_fallback, int8_holdout=int8_holdout,
+        int8_allow_slower=int8_allow_slower, int8_ranking=int8_ranking, calibration_method=calibration_method,
         calibration_size=calibration_size, save_report=save_report, format=format, simplify=not no_simplify, force=force, keep_failed=keep_failed,
         seg_output=seg_output, nms=not no_nms, score_threshold=score_threshold, iou_threshold=iou_threshold,
         max_detections=max_detections, compress=compress, deployment_target=deployment_target,

@@ -13,8 +13,10 @@ TOP = 10
 def ranking_table(outcome) -> Optional[Table]:
     if not outcome.ranking:
         return None
-    table = Table(title=f"int8 sensitivity: top {TOP} of {len(outcome.ranking)} nodes (output error removed "
-                        "when kept in float)", title_justify="left")
+    measure = ("quantisation noise it adds (sqnr)" if outcome.ranking_method == "sqnr" else
+               "output error removed when kept in float")
+    table = Table(title=f"int8 sensitivity: top {TOP} of {len(outcome.ranking)} units ({measure})",
+                  title_justify="left")
     for col in ("rank", "node", "op", "damage", "share", "kept in float"):
         table.add_column(col)
     kept = set(outcome.kept_float)
@@ -39,7 +41,9 @@ def budget_table(outcome) -> Optional[Table]:
     if lat:
         table.caption = (f"latency (batch 1, interleaved A/B): fp32 {lat['fp32']:.2f} ms, all-int8 "
                          f"{lat['all-int8']:.2f} ms, chosen {lat['chosen']:.2f} ms "
-                         f"({lat['fp32'] / lat['chosen']:.2f}x vs fp32; all-int8 {lat['fp32'] / lat['all-int8']:.2f}x)")
+                         f"({lat['fp32'] / lat['chosen']:.2f}x vs fp32; all-int8 {lat['fp32'] / lat['all-int8']:.2f}x)"
+                         + ("; chosen is slower than fp32, so the fp32 graph was written"
+                            if outcome.shipped == "fp32" else ""))
     return table
 
 

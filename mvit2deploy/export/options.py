@@ -13,9 +13,10 @@ from ..errors import UserError
 from ..fs import check_writable
 from ..models import get_entry
 from ..spec import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_CALIBRATION_SIZE, DEFAULT_COMPUTE_UNITS,
-                    DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_INT8_PRESET, DEFAULT_OPSET,
+                    DEFAULT_DEPLOYMENT_TARGET, DEFAULT_EXPORT_TARGET, DEFAULT_INT8_PRESET, DEFAULT_INT8_RANKING,
+                    DEFAULT_OPSET,
                     DEFAULT_PRECISION, EXPORT_TARGETS, FORMATS, IMAGE_SUFFIXES, INT8_HOLDOUT, INT8_PRESET_FORMATS,
-                    INT8_PRESETS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD,
+                    INT8_PRESETS, INT8_RANKINGS, INT8_TARGETS, IOU_THRESHOLD, MAX_DETECTIONS, PRECISIONS, SCORE_THRESHOLD,
                     SEG_OUTPUTS, artifact_files, check_choice, check_size, format_precisions)
 
 DEFAULT_DIR = Path("exports")
@@ -44,6 +45,8 @@ class ExportOptions:
     int8_target: Optional[str] = None  # "top1_agree=0.98,cosine=0.999" or "none"; None: spec.INT8_TARGETS[task]
     int8_max_fallback: Optional[int] = None  # most nodes kept in float; None: no cap (OpenVINO: NNCF_MAX_ITERATIONS)
     int8_holdout: int = INT8_HOLDOUT  # held-out images the target is measured on
+    int8_allow_slower: bool = False  # keep a mixed int8 graph that measured slower than fp32 (else: ship fp32)
+    int8_ranking: str = DEFAULT_INT8_RANKING  # spec.INT8_RANKINGS: how the budget orders the units
     calibration_method: str = DEFAULT_CALIBRATION_METHOD  # ONNX / ORT only
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     save_report: Optional[Path] = None  # the int8 sensitivity / budget report (JSON)
@@ -139,7 +142,8 @@ def check_options(opts: ExportOptions) -> None:
 
 INT8_OPTION_DEFAULTS = {"int8_preset": DEFAULT_INT8_PRESET, "int8_target": None, "int8_max_fallback": None,
                         "int8_holdout": INT8_HOLDOUT, "calibration_method": DEFAULT_CALIBRATION_METHOD,
-                        "calibration_size": DEFAULT_CALIBRATION_SIZE, "save_report": None}
+                        "calibration_size": DEFAULT_CALIBRATION_SIZE, "save_report": None,
+                        "int8_allow_slower": False, "int8_ranking": DEFAULT_INT8_RANKING}
 
 
 def check_int8_options(opts: ExportOptions, task: str) -> None:
@@ -152,6 +156,11 @@ def check_int8_options(opts: ExportOptions, task: str) -> None:
     if "calibration_method" in given and opts.format == "openvino":
         raise UserError(f"--calibration-method {opts.calibration_method}: picks ONNX Runtime's calibrator; "
                         "--format openvino calibrates with NNCF (drop the option)")
+    budget_only = [f for f in ("int8_allow_slower", "int8_ranking") if f in given]
+    if budget_only and (opts.format == "openvino" or opts.int8_preset == "fast"):
+        raise UserError(f"--{budget_only[0].replace('_', '-')}: only for the ONNX / ORT budget (--int8-preset "
+                        "accurate; OpenVINO's accuracy control ranks with NNCF)")
+    check_choice(opts.int8_ranking, INT8_RANKINGS, "--int8-ranking")
     check_choice(opts.int8_preset, INT8_PRESETS, "--int8-preset")
     check_choice(opts.calibration_method, CALIBRATION_METHODS, "--calibration-method")
     if opts.calibration_size < 1 or opts.int8_holdout < 1:

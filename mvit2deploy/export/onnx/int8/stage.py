@@ -22,7 +22,8 @@ def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
     target = int8_target(opts, meta.task)
     calib, held, record = split(meta, opts.calibration, opts.calibration_size, opts.int8_holdout)
     qmodel, outcome = quantize_int8(proto, calib, held, meta.task, opts.int8_preset, target,
-                                    opts.calibration_method, opts.int8_max_fallback, record, step)
+                                    opts.calibration_method, opts.int8_max_fallback, record, step,
+                                    opts.int8_allow_slower, opts.int8_ranking)
     notes = [f"int8 ranges: {outcome.method}; calibrated on {record['calibration']}; held out: {record['holdout']}"]
     if outcome.kept_float:
         units = f"{len(outcome.kept_float)} of {len(outcome.ranking)} units" if outcome.ranking else \
@@ -33,6 +34,10 @@ def int8_stage(opts, proto: onnx.ModelProto, meta, step: Callable[[str], None]
         notes.append(f"int8: {units} kept in float to meet the target{cost}; the all-int8 graph "
                      f"(--int8-preset fast) scored {_values(outcome.all_int8_values)}: "
                      + ", ".join(outcome.kept_float[:8]) + (" ..." if len(outcome.kept_float) > 8 else ""))
+    if outcome.shipped == "fp32":
+        notes.append(f"int8: that graph ({_values(outcome.chosen_values)}) measured slower than fp32, so the fp32 "
+                     "graph was written instead: it meets the target and runs faster (--int8-allow-slower keeps the "
+                     "int8 one; --int8-preset fast gives the all-int8 graph)")
     notes += record_outcome(opts, meta, outcome, f"{len(outcome.kept_float)} node(s) in float")
     return qmodel, notes, outcome
 
