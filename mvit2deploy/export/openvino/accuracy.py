@@ -40,6 +40,7 @@ RANKING_IMAGES = 32  # held-out images NNCF ranks the quantizer groups on (its r
 
 @dataclass
 class NncfOutcome(Int8Outcome):
+    ranking_method: str = "nncf"  # NNCF ranks its quantizer groups itself
     quantizers: int = 0  # in the all-int8 IR: FakeQuantize nodes + int8 weight constants (compressed quantizers)
     reverted_quantizers: int = 0  # how many of them NNCF took out (reverted to float)
 
