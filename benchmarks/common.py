@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict
 
 import torch
 
@@ -38,3 +38,18 @@ def filled_model(model_id: str) -> torch.nn.Module:
     model = build_model(get_entry(model_id))
     model.load_state_dict(filled_state(model))
     return model.eval()
+
+
+def medians_both_orders(fns: Dict[object, Callable], x, rounds: int, iters: int):
+    """Median ms per key over interleaved rounds (bench.timing.take_turns), half of them with the keys in
+    reversed order, so that no key always runs right after the same neighbour. Returns (pooled medians,
+    {key: [median in order, median reversed]})."""
+    import numpy as np
+
+    from mvit2deploy.bench.timing import take_turns
+
+    half = max(1, rounds // 2)
+    halves = [take_turns({k: fns[k] for k in order}, x, half, half * iters) for order in (list(fns), list(reversed(fns)))]
+    pooled = {k: float(np.median([t for h in halves for b in h[k] for t in b])) for k in fns}
+    by_order = {k: [float(np.median([t for b in h[k] for t in b])) for h in halves] for k in fns}
+    return pooled, by_order

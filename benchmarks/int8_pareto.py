@@ -12,7 +12,7 @@ agreement with fp32 on the held-out crops (disjoint from calibration): classific
 segmentation pixel agreement, detection det_matched. One more row, "weights only int8", is the all-int8 graph
 with its activation Quantize/Dequantize pairs removed: how much of the damage weight rounding alone does.
 Then the latency of every graph, batch 1, timed in interleaved rounds with a pause between sessions
-(mvit2deploy.bench.timing.take_turns); --no-time skips it (timing needs a quiet machine; agreement does not).
+(mvit2deploy.bench.timing.take_turns, half of the rounds in reversed order); --no-time skips it (timing needs a quiet machine; agreement does not).
 Ratios within the run only: on a shared machine absolute timings move between runs.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ import onnx
 import torch
 
 # common: this folder, on sys.path when run as a script
-from common import filled_model, timing_parser
+from common import filled_model, medians_both_orders, timing_parser
 
-from mvit2deploy.bench.timing import take_turns, timed
+from mvit2deploy.bench.timing import timed
 from mvit2deploy.export import ExportOptions, export
 from mvit2deploy.export.onnx.int8 import (
     SENSITIVITY_IMAGES,
@@ -83,7 +83,8 @@ def main() -> None:
     k_default = len(chosen.kept)
 
     ks = sorted({0, k_default, len(ranking), *[2 ** i for i in range(12) if 2 ** i < len(ranking)]})
-    graphs: dict[object, onnx.ModelProto] = {"fp32": fm}
+    # timed as fp32: the fp32 export itself (fm, the int8 path's float graph, has its GEMMs as 1x1 convs)
+    graphs: dict[object, onnx.ModelProto] = {"fp32": onnx.load(str(res.path))}
     for k in ks:
         graphs[k] = keep_float(qm, fm, [n for s in ranking[:k] for n in s.nodes])
         if k not in rows:  # the search measured most of these k already, on the same images
@@ -199,13 +200,13 @@ def _drop_unread_qdq(g: onnx.GraphProto) -> None:
 
 
 def latency(graphs: dict[object, onnx.ModelProto], x: np.ndarray, args) -> dict[object, float]:
-    """Median ms per call of every graph, timed in turns so that a shared machine's drift hits all alike."""
+    """Median ms per call of every graph, timed in turns (half of them in reversed order) so that a shared
+    machine's drift hits all alike."""
     sessions = {k: metrics.session(g, [], args.threads) for k, g in graphs.items()}
     fns = {k: _runner(s) for k, s in sessions.items()}
     for fn in fns.values():
         timed(fn, x, 5, None)  # warm-up
-    blocks = take_turns(fns, x, args.rounds, args.rounds * args.iters)
-    return {k: float(np.median([t for b in v for t in b])) for k, v in blocks.items()}
+    return medians_both_orders(fns, x, args.rounds, args.iters)[0]
 
 
 def _runner(sess):

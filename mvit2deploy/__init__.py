@@ -5,7 +5,7 @@
 
 Importing the package is cheap: torch, ONNX and Core ML load only when a function needs them.
 """
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = ["__version__", "load_model", "get_entry", "list_models", "CheckpointError"]
 

@@ -191,6 +191,11 @@ def test_a_mixed_graph_slower_than_fp32_gives_way_to_fp32(filled_checkpoints, tm
     model = onnx.load(str(out))
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     assert any("measured slower than fp32" in n for n in res.warnings)
+    # the graph written is the fp32 export's own, not the int8 path's float graph (GEMMs rewritten as convs)
+    fp32 = tmp_path / "fp32.onnx"
+    export(ExportOptions(MODEL, weights=filled_checkpoints["cls_mobilevitv2_w0.5"], output=fp32,
+                         image_size=(SIZE, SIZE)))
+    assert [n.op_type for n in model.graph.node] == [n.op_type for n in onnx.load(str(fp32)).graph.node]
 
 
 def test_unreachable_target_exits_1_and_writes_nothing(filled_checkpoints, tmp_path):
