@@ -88,6 +88,16 @@ def detection_options(nms: bool, score_threshold: float, iou_threshold: float,
             "max_detections": max_detections, "top_k_per_class": 400}
 
 
+def int8_fallback_note(meta: ArtifactMeta) -> Optional[str]:
+    """Why an artifact exported as int8 holds the fp32 graph (the export's speed guard), else None: a val or
+    bench row of it measures fp32, and must say so."""
+    info = meta.options.get("int8")
+    if not isinstance(info, dict) or info.get("shipped") != "fp32":  # options.int8 is not schema-checked
+        return None
+    return ("exported as int8 but holds the fp32 graph: the mixed int8 graph that met the target measured slower "
+            "than fp32 (--int8-preset fast: the all-int8 graph; export --int8-allow-slower: the mixed one)")
+
+
 def default_preprocessing(entry, input_size: Tuple[int, int]) -> Preprocessing:
     """Evaluation preprocessing of a zoo entry at a chosen input size."""
     if entry.task == "classification":

@@ -87,3 +87,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "hostile" in item.nodeid.split("/")[1:2]:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def int8_fallback_copy():
+    """A copy of an fp32 .onnx with the metadata an int8 export writes when its speed guard shipped the fp32 graph
+    (precision int8, options.int8.shipped = fp32): what val and bench must label as fp32 inside."""
+    import json
+
+    import onnx
+
+    from mvit2deploy.artifact import PREFIX
+
+    def make(src: Path, dst: Path) -> Path:
+        model = onnx.load(str(src))
+        props = {p.key: p for p in model.metadata_props}
+        props[f"{PREFIX}precision"].value = "int8"
+        options = json.loads(props[f"{PREFIX}options"].value)
+        options["int8"] = {"shipped": "fp32", "ok": True, "kept_float": ["node_a"]}
+        props[f"{PREFIX}options"].value = json.dumps(options)
+        onnx.save(model, str(dst))
+        return dst
+
+    return make

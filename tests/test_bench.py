@@ -165,6 +165,18 @@ def test_given_artifact(result):
     assert f"| {MODEL} ({ort_file.name}) |" in to_markdown(res)  # the table tells given files apart
 
 
+def test_int8_row_holding_fp32_says_so(result, tmp_path, int8_fallback_copy):
+    """An int8 file whose export shipped the fp32 graph (speed guard) is timed as int8 but named as fp32 inside."""
+    assert not any("holds the fp32 graph" in n for n in result.notes)  # the all-int8 rows are int8
+    fp32 = next(Path(r.artifact) for r in result.rows if r.runtime == "onnxruntime" and r.precision == "fp32")
+    copy = int8_fallback_copy(fp32, tmp_path / "fallback.onnx")
+    res = run_bench([str(copy)], runtimes=["onnxruntime"],
+                    settings=BenchSettings(warmup=1, runs=3, cache_dir=tmp_path, max_warmup_s=3.0))
+    assert [(r.precision, r.state) for r in res.rows] == [("int8", "measured")]
+    said = [n for n in res.notes if "holds the fp32 graph" in n]
+    assert len(said) == 1 and said[0].startswith(f"{MODEL} onnxruntime int8 64x64 b1: exported as int8")
+
+
 def test_artifact_options_must_match_the_file(result):
     onnx_file = next(r.artifact for r in result.rows if r.runtime == "onnxruntime" and r.precision == "fp32")
     for precisions, sizes in ((["int8"], None), (None, [(256, 256)]), (["fp32"], [(128, 128)])):

@@ -12,7 +12,7 @@ import onnx.numpy_helper
 import pytest
 from typer.testing import CliRunner
 
-from mvit2deploy.artifact import read_meta
+from mvit2deploy.artifact import int8_fallback_note, read_meta
 from mvit2deploy.cli import app
 from mvit2deploy.export import ExportOptions, export
 from mvit2deploy.export.onnx.int8 import budget, calibrate, metrics, sensitivity
@@ -156,6 +156,7 @@ def test_export_keeps_float_nodes_in_metadata_and_graph(filled_checkpoints, tmp_
     assert info["preset"] == "accurate"  # the default
     assert info["ok"] and info["kept_float"] and info["values"]["cosine"] >= 0.999
     assert info["latency_ms"]["chosen"] > 0 and info["data"]["disjoint"]
+    assert info["shipped"] == "int8" and int8_fallback_note(read_meta(out)) is None
     model = onnx.load(str(out))
     nodes = {n.name: n for n in model.graph.node}
     inits = {t.name: t for t in model.graph.initializer}
@@ -191,6 +192,7 @@ def test_a_mixed_graph_slower_than_fp32_gives_way_to_fp32(filled_checkpoints, tm
     model = onnx.load(str(out))
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     assert any("measured slower than fp32" in n for n in res.warnings)
+    assert int8_fallback_note(read_meta(out))  # what val and bench print beside its rows
     # the graph written is the fp32 export's own, not the int8 path's float graph (GEMMs rewritten as convs)
     fp32 = tmp_path / "fp32.onnx"
     export(ExportOptions(MODEL, weights=filled_checkpoints["cls_mobilevitv2_w0.5"], output=fp32,

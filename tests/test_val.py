@@ -251,6 +251,18 @@ def test_max_drop_gate_counts_points_below_the_reference(cls_run):
     assert len(out) == 1 and "int8" in out[0] and "points below the reference" in out[0]
 
 
+def test_int8_file_holding_fp32_is_labelled(cls_run, work, ckpt, int8_fallback_copy):
+    """val's int8 row of a file whose export shipped the fp32 graph scores fp32's numbers and says why."""
+    root, result = cls_run
+    assert not any("holds the fp32 graph" in n for n in result.all_notes())  # the all-int8 row is int8
+    copy = int8_fallback_copy(Path(result.to_dict()["rows"][1]["artifact"]), work / "fallback.onnx")
+    res = val(root, [str(copy)], runtimes=["onnxruntime"], weights=ckpt[CLS], image_size=(SIZE[CLS],) * 2,
+              cache_dir=work / "cache")
+    row = next(r for r in res.to_dict()["rows"] if r["runtime"] == "onnxruntime")
+    assert row["precision"] == "int8" and row["metrics"]["top1"] == pytest.approx(1.0)
+    assert sum("holds the fp32 graph" in n for n in res.all_notes()) == 1
+
+
 def test_artifact_with_other_weights_is_refused(cls_run, work):
     root, result = cls_run
     other = work / "other.pt"

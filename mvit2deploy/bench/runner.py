@@ -136,7 +136,25 @@ def _run_notes(rows: List[BenchRow], env: Dict[str, object], settings: BenchSett
                      "pessimistic numbers (PyTorch's OpenMP threads suffer most from oversubscription)")
     if any(r.state == MEASURED and r.runs < 100 for r in rows):
         notes.append("p99 of fewer than 100 timed runs is close to the slowest run")
-    return notes + int8_verdicts(rows)
+    return notes + _int8_fallback_notes(rows) + int8_verdicts(rows)
+
+
+def _int8_fallback_notes(rows: List[BenchRow]) -> List[str]:
+    """An int8 row whose file holds the fp32 graph (the export's speed guard) times fp32: say so."""
+    from ..artifact import int8_fallback_note, read_meta
+    from ..errors import UserError
+
+    out = []
+    for r in rows:
+        if r.state != MEASURED or r.precision != "int8" or not r.artifact:
+            continue
+        try:
+            note = int8_fallback_note(read_meta(r.artifact))
+        except UserError:  # read when it was opened; a file changed since is no reason to fail the report
+            continue
+        if note:
+            out.append(f"{r.model} {r.runtime} int8 {r.image_size} b{r.batch}: {note}")
+    return out
 
 
 def _settings_record(settings: BenchSettings) -> Dict[str, object]:

@@ -207,6 +207,7 @@ def prepare(rows: Sequence[Row], groups: Dict[Tuple, object], task: str, cache_d
 
 def open_sessions(rows: Sequence[Row], groups: Dict[Tuple, object], threads: Optional[int]) -> None:
     """A session per runnable row (mvit2deploy.runtime.open_session); a row that cannot open is marked."""
+    from ..artifact import int8_fallback_note
     from ..runtime import open_session
 
     for row in rows:
@@ -221,6 +222,9 @@ def open_sessions(rows: Sequence[Row], groups: Dict[Tuple, object], threads: Opt
             else:
                 # decoding threads run beside inference: ORT's spinning workers would only steal their CPU
                 row.session = open_session(row.artifact, runtime=row.runtime, threads=threads, spinning=False)
+                note = int8_fallback_note(row.session.meta)
+                if note:
+                    row.notes.append(note)
             row.state = "ok"
         except UserError as exc:
             row.state = "not_runnable" if row.runtime == "coreml" else "failed"
