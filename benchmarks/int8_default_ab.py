@@ -22,9 +22,9 @@ from baseline_cpu import ort_runner, plain_export
 from common import filled_model, medians_both_orders, timing_parser  # this folder, on sys.path when run as a script
 
 from mvit2deploy.artifact import read_meta
-from mvit2deploy.bench.environment import cpu_model
+from mvit2deploy.bench.environment import cpu_model, load_average
 from mvit2deploy.bench.timing import timed
-from mvit2deploy.cpu import cpu_flags
+from mvit2deploy.cpu import cpu_features
 from mvit2deploy.export import ExportOptions, export
 from mvit2deploy.export.validate import sample_crops
 
@@ -54,11 +54,11 @@ def main() -> None:
     for fn in fns.values():
         timed(fn, x, 5, None)
     ms, by_order = medians_both_orders(fns, x, args.rounds, args.iters)
-    flags = " ".join(f for f in sorted(cpu_flags()) if f.startswith(("avx512", "amx", "avx_vnni")))
+    flags = ", ".join(name for name, present in cpu_features().items() if present)
     print(f"\n#### {model_id}, {args.size}x{args.size}, batch 1, {args.threads} threads, {args.rounds} interleaved "
           f"rounds x {args.iters} runs (half in each order)\n")
     print(f"CPU: {cpu_model()} ({flags}); finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"load average {open('/proc/loadavg').read().split()[0]}\n")
+          f"load average {(load_average() or ['?'])[0]}\n")
     print("| file | median ms | (in order / reversed) | vs ours fp32 | vs plain export |\n|---|---|---|---|---|")
     for k, v in ms.items():
         a, b = by_order[k]

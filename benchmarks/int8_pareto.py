@@ -12,7 +12,8 @@ agreement with fp32 on the held-out crops (disjoint from calibration): classific
 segmentation pixel agreement, detection det_matched. One more row, "weights only int8", is the all-int8 graph
 with its activation Quantize/Dequantize pairs removed: how much of the damage weight rounding alone does.
 Then the latency of every graph, batch 1, timed in interleaved rounds with a pause between sessions
-(mvit2deploy.bench.timing.take_turns, half of the rounds in reversed order); --no-time skips it (timing needs a quiet machine; agreement does not).
+(mvit2deploy.bench.timing.take_turns, half of the rounds in reversed order); --no-time skips it (timing needs a
+quiet machine; agreement does not).
 Ratios within the run only: on a shared machine absolute timings move between runs.
 """
 from __future__ import annotations
